@@ -1,0 +1,143 @@
+"""Named groups of modules ("hypercolumns") and the per-module gains a selection turns into.
+
+Group definitions are data stored with the weights, because which module carries what depends on
+the trained autoencoder. ``OFFICIAL_GROUPS`` is the grouping of the released SCG autoencoder
+(SCG_NOTES §4); converters attach it to official weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of modules.
+
+    Args:
+        name: the identifier users type (``"HC3"``); unique within one autoencoder.
+        modules: module indices in ``[0, num_modules)``.
+        label: what the group carries, for people (``"edges"``); several groups may share one.
+    """
+
+    name: str
+    modules: tuple[int, ...]
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modules", tuple(int(m) for m in self.modules))
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"a group needs a non-empty name, got {self.name!r}")
+        if not self.modules:
+            raise ValueError(f"group {self.name!r} has no modules")
+        if len(set(self.modules)) != len(self.modules):
+            raise ValueError(f"group {self.name!r} lists a module twice: {self.modules}")
+
+    @property
+    def title(self) -> str:
+        """``"HC3 (edges)"``, or just the name when there is no label."""
+        return f"{self.name} ({self.label})" if self.label else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "modules": list(self.modules), "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Group":
+        unknown = sorted(set(data) - {"name", "modules", "label"})
+        if unknown or "name" not in data or "modules" not in data:
+            raise ValueError(f"a group entry needs 'name' and 'modules' (and may have 'label'); got {dict(data)}")
+        return cls(name=data["name"], modules=tuple(data["modules"]), label=data.get("label", ""))
+
+
+# The released autoencoder's hypercolumns, as in the official code (SCG_NOTES §4).
+OFFICIAL_GROUPS: tuple[Group, ...] = (
+    Group("HC0", (0, 1, 4, 8, 9, 15), "colour"),
+    Group("HC1", (2, 3), "brightness"),
+    Group("HC2", (5, 12), "edges"),
+    Group("HC3", (10,), "edges"),
+    Group("HC4", (6, 7), "higher frequency"),
+    Group("HC5", (11, 13, 14), "higher frequency"),
+)
+
+
+def validate_groups(groups: Sequence[Group], num_modules: int) -> tuple[Group, ...]:
+    """Check names are unique and indices in range; return the groups as a tuple."""
+    seen: set[str] = set()
+    for group in groups:
+        if group.name in seen:
+            raise ValueError(f"two groups are named {group.name!r}; group names must be unique")
+        seen.add(group.name)
+        bad = [m for m in group.modules if not 0 <= m < num_modules]
+        if bad:
+            raise ValueError(
+                f"group {group.name!r} refers to modules {bad}, but this autoencoder has "
+                f"modules 0..{num_modules - 1}"
+            )
+    return tuple(groups)
+
+
+def find_groups(groups: Sequence[Group], key: str) -> list[Group]:
+    """Groups matching ``key`` by name (exact, then case-insensitive) or, failing that, by label.
+
+    A label selects every group carrying it (``"edges"`` → HC2 and HC3 of the released model).
+    Raises ``ValueError`` naming the available names and labels when nothing matches.
+    """
+    for match in (
+        lambda g: g.name == key,
+        lambda g: g.name.lower() == key.lower(),
+        lambda g: g.label.lower() == key.lower(),
+    ):
+        found = [g for g in groups if match(g)]
+        if found:
+            return found
+    names = ", ".join(g.title for g in groups) or "none (these weights define no groups)"
+    raise ValueError(f"unknown group {key!r}; this autoencoder's groups are: {names}")
+
+
+def module_gains(
+    num_modules: int,
+    groups: Sequence[Group] = (),
+    keep: Iterable[str] | None = None,
+    modules: Iterable[int] | None = None,
+    gains: Mapping[str, float] | None = None,
+) -> list[float]:
+    """Turn a selection into one gain per module (0 = dropped, 1 = kept as is).
+
+    Args:
+        num_modules: ``k``.
+        groups: the autoencoder's group definitions.
+        keep: group names or labels to keep. ``None`` together with ``modules=None`` keeps all.
+        modules: module indices to keep, in addition to ``keep``.
+        gains: group name/label → factor for that group's modules (the paper's saturation and
+            contrast edits); a gained group is kept even if not listed in ``keep``.
+
+    Returns:
+        ``num_modules`` floats.
+
+    >>> module_gains(4, [Group("A", (0, 1)), Group("B", (3,), "edges")], keep=["edges"])
+    [0.0, 0.0, 0.0, 1.0]
+    >>> module_gains(4, [Group("A", (0, 1))], gains={"A": 2.0})
+    [2.0, 2.0, 1.0, 1.0]
+    """
+    keep = list(keep) if keep is not None else None
+    modules = list(modules) if modules is not None else None
+    gains = dict(gains or {})
+    select_all = keep is None and modules is None
+    out = [1.0 if select_all else 0.0] * num_modules
+    for key in keep or []:
+        for group in find_groups(groups, key):
+            for m in group.modules:
+                out[m] = 1.0
+    for m in modules or []:
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < num_modules:
+            raise ValueError(f"module index {m!r} is out of range 0..{num_modules - 1}")
+        out[m] = 1.0
+    for key, gain in gains.items():
+        gain = float(gain)
+        if gain != gain or gain in (float("inf"), float("-inf")):
+            raise ValueError(f"gain for {key!r} must be a finite number, got {gain}")
+        for group in find_groups(groups, key):
+            for m in group.modules:
+                out[m] = gain
+    return out

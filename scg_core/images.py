@@ -1,0 +1,90 @@
+"""Reading and writing image files as ``[1,3,H,W]`` float tensors in [0,1].
+
+Grayscale, palette, CMYK, RGBA/LA and 16-bit images are accepted and converted to RGB. Images with
+transparency are composited over white, so a transparent sketch becomes dark lines on white.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image, with the reason in the message."""
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Read an image file as ``[1,3,H,W]`` float32 in [0,1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_tensor(img)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not an image PIL can read (png, jpg, webp, bmp, tiff …)") from None
+    except (OSError, SyntaxError) as e:
+        raise ImageError(f"{path} could not be decoded ({e}); the file may be truncated or damaged") from e
+
+
+def pil_to_tensor(img: Image.Image) -> Tensor:
+    """Any PIL image → ``[1,3,H,W]`` float32 in [0,1]."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit integer) grayscale: scale by the type's range, not by 255.
+        a = np.asarray(img).astype(np.float32)
+        a = a / (65535.0 if img.mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max()))
+        return to_rgb(torch.from_numpy(np.clip(a, 0, 1))[None, None])
+    if img.mode == "F":
+        a = np.asarray(img).astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ImageError("the image contains NaN or infinite values")
+        return to_rgb(torch.from_numpy(np.clip(a, 0, 1))[None, None])
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
+    img = img.convert("RGB")
+    a = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def to_rgb(x: Tensor) -> Tensor:
+    """``[B,C,H,W]`` with C = 1 (gray), 2 (gray+alpha), 3 or 4 (RGBA) → ``[B,3,H,W]``;
+    alpha is composited over white."""
+    c = x.shape[1]
+    if c == 3:
+        return x
+    if c == 1:
+        return x.expand(-1, 3, -1, -1)
+    if c in (2, 4):
+        color, alpha = x[:, :-1], x[:, -1:]
+        color = color.expand(-1, 3, -1, -1) if c == 2 else color
+        return color * alpha + (1 - alpha)
+    raise ImageError(f"cannot make RGB from {c} channels; expected 1, 2, 3 or 4")
+
+
+def tensor_to_pil(x: Tensor) -> Image.Image:
+    """``[3,H,W]`` or ``[1,3,H,W]`` in [0,1] → 8-bit RGB PIL image (rounded, clamped)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    a = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+def save_image(x: Tensor, path: str | os.PathLike) -> Path:
+    """Write ``[3,H,W]``/``[1,3,H,W]`` in [0,1] as an 8-bit image; format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor_to_pil(x).save(path)
+    return path

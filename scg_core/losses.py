@@ -1,0 +1,154 @@
+"""The SCG training objective ``L_recon + λ1·L_equ + λ2·L_sym`` (paper eqs. 2–7, SCG_NOTES §3).
+
+Shape letters: ``N`` samples (feature vectors compared), ``k`` modules, ``l`` channels per module,
+``G`` codebook grid points. A transformation ``δ = (tx, ty, θ)``: translation in pixels, rotation
+in radians (any real number; periodic).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def reconstruction_loss(reconstruction: Tensor, target: Tensor, border: int = 0) -> Tensor:
+    """Mean squared error over ``[B,C,H,W]`` images, leaving out ``border`` pixels on each side.
+
+    The paper's ``L_recon`` is this for ``I`` plus this for ``I' = L_δ(I)``.
+
+    >>> reconstruction_loss(torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), border=2)
+    tensor(1.)
+    """
+    if reconstruction.shape != target.shape:
+        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ in shape")
+    if border:
+        if 2 * border >= min(target.shape[-2:]):
+            raise ValueError(f"border {border} leaves nothing of a {tuple(target.shape[-2:])} image")
+        reconstruction = reconstruction[..., border:-border, border:-border]
+        target = target[..., border:-border, border:-border]
+    return (reconstruction - target).pow(2).mean()
+
+
+class EquivarianceCodebook(nn.Module):
+    """The learnable ``M^(i)(δ)``: for each module an ``l×l`` matrix on a ``(tx, ty, θ)`` grid,
+    read by trilinear interpolation (clamped in translation, periodic in θ).
+
+    Args:
+        num_modules, module_channels: ``k`` and ``l``.
+        grid: points along ``(tx, ty, θ)``; translations span ``translation_range`` inclusive,
+            rotations ``2π·j/n_θ`` for ``j < n_θ``.
+        translation_range: ``(low, high)`` in pixels: ``±stride/2`` (SCG_NOTES §3).
+
+    Starts at the identity everywhere ("nothing changes"), which is what an untrained encoder's
+    features do under small transformations.
+    """
+
+    def __init__(self, num_modules: int, module_channels: int, grid: tuple[int, int, int] = (5, 5, 8),
+                 translation_range: tuple[float, float] = (-2.0, 2.0)) -> None:
+        super().__init__()
+        if len(grid) != 3 or min(grid) < 1:
+            raise ValueError(f"grid must be three positive sizes (tx, ty, θ); got {grid}")
+        if translation_range[1] < translation_range[0]:
+            raise ValueError(f"translation_range must be (low, high); got {translation_range}")
+        self.grid = tuple(int(n) for n in grid)
+        self.translation_range = (float(translation_range[0]), float(translation_range[1]))
+        eye = torch.eye(module_channels).expand(num_modules, *self.grid, module_channels, module_channels)
+        self.matrices = nn.Parameter(eye.clone())  # (k, n_tx, n_ty, n_θ, l, l)
+
+    def grid_points(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The grid's ``tx [n_tx]``, ``ty [n_ty]`` (pixels) and ``θ [n_θ]`` (radians)."""
+        lo, hi = self.translation_range
+        nx, ny, nt = self.grid
+        device = self.matrices.device
+        return (torch.linspace(lo, hi, nx, device=device), torch.linspace(lo, hi, ny, device=device),
+                torch.arange(nt, device=device) * (2 * math.pi / nt))
+
+    def forward(self, delta: Tensor) -> Tensor:
+        """``delta [N,3]`` → every module's matrix ``[N, k, l, l]``."""
+        k = self.matrices.shape[0]
+        module = torch.arange(k, device=delta.device)
+        return self.sample(delta[:, None, :].expand(-1, k, -1), module[None, :])
+
+    def sample(self, delta: Tensor, module: Tensor) -> Tensor:
+        """Interpolated matrices for per-element modules: ``delta [...,3]``, ``module [...]``
+        (broadcast against ``delta[..., 0]``) → ``[..., l, l]``."""
+        lo, hi = self.translation_range
+        module = torch.broadcast_to(module, delta.shape[:-1])
+        corners = []
+        for axis, n in enumerate(self.grid[:2]):
+            pos = (delta[..., axis] - lo) / (hi - lo) * (n - 1) if n > 1 and hi > lo else torch.zeros_like(delta[..., axis])
+            pos = pos.clamp(0, n - 1)
+            i0 = pos.floor().clamp(max=max(n - 2, 0)).long()
+            frac = pos - i0
+            corners.append(((i0, 1 - frac), ((i0 + 1).clamp(max=n - 1), frac)))
+        nt = self.grid[2]
+        pos = torch.remainder(delta[..., 2], 2 * math.pi) * (nt / (2 * math.pi))
+        i0 = pos.floor().long().remainder(nt)  # remainder also maps a rounding-up to 2π onto 0
+        frac = (pos - pos.floor()).clamp(0, 1)
+        corners.append(((i0, 1 - frac), ((i0 + 1) % nt, frac)))
+        out = 0
+        for ix, wx in corners[0]:
+            for iy, wy in corners[1]:
+                for it, wt in corners[2]:
+                    out = out + (wx * wy * wt)[..., None, None] * self.matrices[module, ix, iy, it]
+        return out
+
+
+def equivariance_loss(features: Tensor, transformed_features: Tensor, matrices: Tensor, relative: bool = False) -> Tensor:
+    """``L_equ = Σ_i ||f'^(i) − M^(i)(δ) f^(i)||²``, averaged over samples.
+
+    Args:
+        features: ``f`` at N points of ``I``: ``[N, k, l]`` (or ``[N, k·l]``, split by ``matrices``).
+        transformed_features: ``f'`` at the *same physical points* of ``I' = L_δ(I)``, same shape.
+        matrices: ``M^(i)(δ)`` per sample, ``[N, k, l, l]`` (``EquivarianceCodebook(δ)``).
+        relative: divide by the detached mean ``||f||²`` (an error relative to feature energy; the
+            scale then does not depend on the kernels' norm). Per-module normalisation is
+            deliberately not offered: it collapsed modules to zero norm (SCG_NOTES §8).
+    """
+    N, k, l, _ = matrices.shape
+    f = features.reshape(N, k, l)
+    f_prime = transformed_features.reshape(N, k, l)
+    predicted = torch.einsum("nkij,nkj->nki", matrices, f)
+    loss = (f_prime - predicted).pow(2).sum(dim=(1, 2)).mean()
+    if relative:
+        loss = loss / f.detach().pow(2).sum(dim=(1, 2)).mean().clamp_min(1e-12)
+    return loss
+
+
+def soft_best_transforms(codebook: EquivarianceCodebook, temperature: float = 0.1, sign: float = 1.0) -> Tensor:
+    """``δ*_mn`` for every module and channel pair: ``[k, l, l, 3]``.
+
+    ``δ*_mn = Σ_δ softmax_δ(sign·M_mn(δ)/T)·δ`` over the grid. Translations are averaged
+    linearly; θ is averaged on the circle (the angle of ``Σ w·(cos θ, sin θ)``), since a plain
+    average of angles is wrong across 0/2π. ``sign=+1`` is the stated intent (the δ that
+    maximises ``M_mn``, "the best transformation from n to m"); ``sign=-1`` is the printed formula.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if sign not in (1.0, -1.0, 1, -1):
+        raise ValueError(f"sign must be +1 or -1, got {sign}")
+    M = codebook.matrices  # (k, n_tx, n_ty, n_θ, l, l)
+    k, nx, ny, nt, l, _ = M.shape
+    weights = torch.softmax(sign * M.reshape(k, -1, l, l) / temperature, dim=1)  # (k, G, l, l)
+    tx, ty, theta = codebook.grid_points()
+    grid = torch.stack(torch.meshgrid(tx, ty, theta, indexing="ij"), dim=-1).reshape(-1, 3)  # (G, 3)
+    mean = lambda values: torch.einsum("kgmn,g->kmn", weights, values)
+    angle = torch.remainder(torch.atan2(mean(torch.sin(grid[:, 2])), mean(torch.cos(grid[:, 2]))), 2 * math.pi)
+    return torch.stack([mean(grid[:, 0]), mean(grid[:, 1]), angle], dim=-1)
+
+
+def symmetry_loss(codebook: EquivarianceCodebook, temperature: float = 0.1, sign: float = 1.0) -> Tensor:
+    """``L_sym = Σ_i Σ_m Σ_n ||e_m − M^(i)(δ*_mn) e_n||²``: within a module, some transformation
+    maps each channel onto each other one, so a module holds transformed copies of one feature.
+
+    See :func:`soft_best_transforms` for ``temperature`` and ``sign``.
+    """
+    delta = soft_best_transforms(codebook, temperature, sign)  # (k, l, l, 3)
+    k, l = delta.shape[:2]
+    module = torch.arange(k, device=delta.device).view(k, 1, 1)
+    M = codebook.sample(delta, module)  # (k, m, n, p, q): M^(i)(δ*_mn)[p, q]
+    columns = torch.diagonal(M, dim1=2, dim2=4)  # (k, m, p, n): column n of M^(i)(δ*_mn)
+    target = torch.eye(l, dtype=M.dtype, device=M.device).view(1, l, l, 1)  # e_m[p]
+    return (target - columns).pow(2).sum()

@@ -1,0 +1,208 @@
+"""``ModularAE``: the SCG modular autoencoder as a small ``nn.Module`` over :mod:`scg_core.functional`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as Fn
+from .checks import check_image, check_same_device
+from .config import ModularAEConfig
+from .groups import Group, find_groups, module_gains, validate_groups
+
+
+class ModularAE(nn.Module):
+    """Linear tied-weight autoencoder whose ``k·l`` feature channels form ``k`` modules.
+
+    Parameters (no biases):
+
+    * ``bipolar``: ``pathway_a`` ``[k,C,K,K]``, ``pathway_b`` ``[k,C,K,K]``, ``surround``
+      ``[k,1,K,K]`` (depthwise), ``module_kernels`` ``[k·l,1,K,K]`` (grouped: each module's
+      ``l`` kernels read its own LGN channel);
+    * ``single``: ``kernels`` ``[k·l,C,R,R]``.
+
+    Args:
+        config: the architecture; keyword arguments override its fields (``ModularAE(num_modules=4)``).
+        groups: named module groups stored with the weights (``OFFICIAL_GROUPS`` for official weights).
+        provenance: free-form JSON-able facts about where the weights came from; saved with them.
+
+    >>> ae = ModularAE(num_modules=4, module_channels=2)
+    >>> x = torch.rand(1, 3, 30, 45)
+    >>> ae.encode(x).shape
+    torch.Size([1, 8, 8, 12])
+    >>> ae.hint(x, modules=[1]).shape
+    torch.Size([1, 3, 30, 45])
+    """
+
+    def __init__(
+        self,
+        config: ModularAEConfig | None = None,
+        *,
+        groups: Sequence[Group] = (),
+        provenance: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        config = config or ModularAEConfig()
+        if overrides:
+            config = ModularAEConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = config
+        self.groups: tuple[Group, ...] = validate_groups(tuple(groups), config.num_modules)
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        k, l, C, K = config.num_modules, config.module_channels, config.in_channels, config.kernel_size
+        if config.parameterization == "bipolar":
+            shapes = {"pathway_a": (k, C, K, K), "pathway_b": (k, C, K, K), "surround": (k, 1, K, K), "module_kernels": (k * l, 1, K, K)}
+        else:
+            shapes = {"kernels": (k * l, C, K, K)}
+        for name, shape in shapes.items():
+            # 1/sqrt(fan-in) keeps each stage's output at the input's scale at initialisation.
+            self.register_parameter(name, nn.Parameter(torch.randn(shape) / math.sqrt(math.prod(shape[1:]))))
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, C, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, C, 1, 1), persistent=False)
+
+    # ----------------------------------------------------------------- parameters and groups
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensor name → shape that a weight file for this config must contain."""
+        return {name: tuple(p.shape) for name, p in self.named_parameters()}
+
+    def factor_weights(self, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+        """The parameters by name, cast to ``dtype`` (for inputs of another precision)."""
+        return {name: p if dtype in (None, p.dtype) else p.to(dtype) for name, p in self.named_parameters()}
+
+    def composed_kernel(self) -> Tensor:
+        """The effective encoder kernel ``[k·l, C, R, R]`` (21×21 for the released model)."""
+        return Fn.compose_kernel(self.factor_weights(), self.config)
+
+    def find_groups(self, key: str) -> list[Group]:
+        """Groups named ``key`` (or carrying label ``key``); ``ValueError`` listing all if none."""
+        return find_groups(self.groups, key)
+
+    def module_gains(
+        self,
+        groups: Iterable[str] | None = None,
+        modules: Iterable[int] | None = None,
+        gains: Mapping[str, float] | None = None,
+    ) -> list[float]:
+        """One gain per module for a selection; see :func:`scg_core.groups.module_gains`."""
+        return module_gains(self.config.num_modules, self.groups, keep=groups, modules=modules, gains=gains)
+
+    # ----------------------------------------------------------------- the linear maps
+    def normalize(self, x: Tensor) -> Tensor:
+        """``[B,C,H,W]`` in [0,1] → the encoder's normalised input ``(x - mean) / std``."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def denormalize(self, raw: Tensor) -> Tensor:
+        """Inverse of :meth:`normalize`: ``raw·std + mean`` (not clamped)."""
+        return raw * self.std.to(raw.dtype) + self.mean.to(raw.dtype)
+
+    def encode(self, x: Tensor, modules: Sequence[int] | None = None) -> Tensor:
+        """Encode an image.
+
+        Args:
+            x: ``[B,C,H,W]`` float in [0,1], at least ``receptive_field`` pixels on each side.
+            modules: ascending module indices to compute (others are never computed); ``None`` = all.
+
+        Returns:
+            ``[B, m·l, h, w]`` features, ``h = ceil(H / stride)`` for the released model, where
+            ``m`` is the number of computed modules; channel ``j`` of module ``i`` is at ``i·l + j``
+            when all modules are computed.
+        """
+        check_image(x, self.config.in_channels, self.config.receptive_field)
+        check_same_device(x, self)
+        return Fn.encode_factorised(self.normalize(x), self.factor_weights(x.dtype), self.config, self._modules_arg(modules))
+
+    def decode(self, f: Tensor, size: tuple[int, int], modules: Sequence[int] | None = None) -> Tensor:
+        """Decode features back to normalised pixel space, at exactly ``size``.
+
+        Args:
+            f: ``[B, m·l, h, w]`` as returned by :meth:`encode` for an image of ``size``.
+            size: ``(H, W)`` of that image.
+            modules: the modules ``f`` holds, as passed to :meth:`encode`.
+
+        Returns:
+            ``[B,C,H,W]`` in normalised units (``denormalize`` maps it to image values).
+        """
+        modules = self._modules_arg(modules)
+        m = self.config.num_modules if modules is None else len(modules)
+        H, W = (int(n) for n in size)
+        expected = (m * self.config.module_channels, Fn.feature_size(H, self.config), Fn.feature_size(W, self.config))
+        if f.ndim != 4 or tuple(f.shape[1:]) != expected:
+            raise ValueError(f"features for a {H}×{W} image and {m} modules must be [B,{expected[0]},{expected[1]},{expected[2]}]; got {tuple(f.shape)}")
+        check_same_device(f, self, "features")
+        return Fn.decode_factorised(f, self.factor_weights(f.dtype), self.config, (H, W), modules)
+
+    def raw_hint(
+        self,
+        x: Tensor,
+        groups: Iterable[str] | None = None,
+        modules: Iterable[int] | None = None,
+        gains: Mapping[str, float] | None = None,
+    ) -> Tensor:
+        """SCG's raw hint: encode, keep (and scale) the selected modules, decode.
+
+        Only the kept modules are computed, so a one-group hint costs a fraction of the full
+        decomposition. With no selection all modules are kept (the reconstruction).
+
+        Args:
+            x: ``[B,C,H,W]`` float in [0,1].
+            groups: group names or labels to keep.
+            modules: module indices to keep (added to ``groups``).
+            gains: group name/label → factor (keeps that group, scaled).
+
+        Returns:
+            ``[B,C,H,W]`` in normalised units, unclamped.
+        """
+        gain = self.module_gains(groups, modules, gains)
+        kept = [i for i, g in enumerate(gain) if g != 0.0]
+        if not kept:
+            check_image(x, self.config.in_channels, self.config.receptive_field)
+            return torch.zeros_like(x)
+        f = self.encode(x, kept)
+        if any(gain[i] != 1.0 for i in kept):
+            per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
+            f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
+        return self.decode(f, x.shape[-2:], kept)
+
+    def hint(
+        self,
+        x: Tensor,
+        groups: Iterable[str] | None = None,
+        modules: Iterable[int] | None = None,
+        gains: Mapping[str, float] | None = None,
+    ) -> Tensor:
+        """The project's canonical hint image: ``clamp(raw_hint·std + mean, 0, 1)``.
+
+        This is what every host passes to a ControlNet and what ``training/`` trains on.
+
+        Returns:
+            ``[B,C,H,W]`` float in [0,1], contiguous, same dtype as ``x``.
+        """
+        raw = self.raw_hint(x, groups, modules, gains)
+        return self.denormalize(raw).clamp_(0.0, 1.0).contiguous()
+
+    def module_reconstructions(self, x: Tensor) -> Tensor:
+        """Each module's own reconstruction, ``[B, k, C, H, W]`` in normalised units.
+
+        The modules sum to the full reconstruction (the maps are linear).
+        """
+        f = self.encode(x)  # (B, k·l, h, w), encoded once
+        l = self.config.module_channels
+        outs = [self.decode(f[:, i * l : (i + 1) * l], x.shape[-2:], [i]) for i in range(self.config.num_modules)]
+        return torch.stack(outs, dim=1)
+
+    def _modules_arg(self, modules: Sequence[int] | None) -> list[int] | None:
+        if modules is None:
+            return None
+        modules = [int(m) for m in modules]
+        k = self.config.num_modules
+        if not modules or modules != sorted(set(modules)) or not all(0 <= m < k for m in modules):
+            raise ValueError(f"modules must be distinct ascending indices in 0..{k - 1}; got {modules}")
+        return modules
+
+    def extra_repr(self) -> str:
+        c = self.config
+        groups = ", ".join(g.title for g in self.groups) or "no groups"
+        return f"{c.parameterization}, k={c.num_modules}, l={c.module_channels}, stride={c.stride}, receptive field={c.receptive_field}; {groups}"

@@ -1,0 +1,142 @@
+"""Save and load Modular AE weights as safetensors, with config, groups and provenance as JSON
+metadata. Loading checks everything and says what is wrong with a bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModularAEConfig
+from .groups import Group, validate_groups
+from .model import ModularAE
+
+FORMAT = "scg.modular_ae"
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be used, with the reason and the fix in the message."""
+
+
+class NoDefaultWeightsError(FileNotFoundError):
+    """The bundled default autoencoder is not installed."""
+
+
+def save(model: ModularAE, path: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (safetensors). Written to a temporary file, then renamed, so an
+    interrupted save never leaves a half-written file under the final name.
+
+    ``provenance`` is merged into ``model.provenance`` in the metadata.
+    """
+    path = Path(path)
+    meta = {
+        "scg_format": FORMAT,
+        "scg_format_version": str(FORMAT_VERSION),
+        "config": json.dumps(model.config.to_dict()),
+        "groups": json.dumps([g.to_dict() for g in model.groups]),
+        "provenance": json.dumps({**model.provenance, **(provenance or {})}),
+    }
+    tensors = {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a Modular AE file: ``config`` (``ModularAEConfig``), ``groups``
+    (list of ``Group``), ``provenance`` (dict), ``format_version`` (int)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except SafetensorError as e:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({e}). It may be truncated or another format; "
+            f"official .pth checkpoints are converted with: python -m scg_core.convert official-ae IN.pth OUT.safetensors"
+        ) from e
+    return _parse_metadata(path, raw)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModularAE:
+    """Load a Modular AE written by :func:`save`, checking tensor names, shapes and values."""
+    path = _existing(path)
+    meta = read_metadata(path)
+    model = ModularAE(meta["config"], groups=meta["groups"], provenance=meta["provenance"])
+    expected = model.expected_shapes()
+    with safe_open(str(path), framework="pt") as f:
+        names = set(f.keys())
+        missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+        if missing or unexpected:
+            raise WeightsError(
+                f"{path} does not match its own config ({model.config.parameterization}, "
+                f"k={model.config.num_modules}): missing tensors {missing}, unexpected tensors {unexpected}"
+            )
+        try:
+            tensors = {name: f.get_tensor(name) for name in expected}
+        except SafetensorError as e:
+            raise WeightsError(f"{path}: could not read tensor data ({e}); the file is damaged") from e
+    for name, t in tensors.items():
+        if tuple(t.shape) != expected[name]:
+            raise WeightsError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}, expected {expected[name]} for this config")
+        if not t.is_floating_point():
+            raise WeightsError(f"{path}: tensor {name!r} has dtype {t.dtype}; expected floating point")
+        if not torch.isfinite(t).all():
+            raise WeightsError(f"{path}: tensor {name!r} contains NaN or infinite values")
+    model.load_state_dict(tensors)
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModularAE:
+    """The bundled default autoencoder; ``NoDefaultWeightsError`` explains what to do if absent."""
+    if not DEFAULT_WEIGHTS.is_file():
+        raise NoDefaultWeightsError(
+            f"no default Modular AE is installed yet ({DEFAULT_WEIGHTS} is missing). "
+            "Pass a weight file with --weights (for example official weights converted with "
+            "`python -m scg_core.convert official-ae IN.pth OUT.safetensors`). The bundled default "
+            "is trained by `python -m training.train_modular_ae` and ships in a later release."
+        )
+    return load(DEFAULT_WEIGHTS, device=device, dtype=dtype)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Modular AE weight file not found: {path}")
+    return path
+
+
+def _parse_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    if raw.get("scg_format") != FORMAT:
+        found = raw.get("scg_format") or "no SCG metadata"
+        raise WeightsError(
+            f"{path} is a safetensors file but not a Modular AE ({found}); "
+            f"is it a ControlNet or a Stable Diffusion checkpoint?"
+        )
+    try:
+        version = int(raw.get("scg_format_version", ""))
+    except ValueError:
+        raise WeightsError(f"{path}: bad scg_format_version {raw.get('scg_format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise WeightsError(f"{path} uses format version {version}; this scg_core reads up to {FORMAT_VERSION}. Upgrade scg_core.")
+    try:
+        config = ModularAEConfig.from_dict(json.loads(raw["config"]))
+        groups = validate_groups([Group.from_dict(g) for g in json.loads(raw.get("groups", "[]"))], config.num_modules)
+        provenance = json.loads(raw.get("provenance", "{}"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: invalid Modular AE metadata: {e}") from e
+    return {"config": config, "groups": groups, "provenance": provenance, "format_version": version}
