@@ -93,11 +93,21 @@ def _select(weights: Weights, config: ModularAEConfig, modules: Sequence[int] | 
     }
 
 
-def encode_factorised(x: Tensor, weights: Weights, config: ModularAEConfig, modules: Sequence[int] | None = None) -> Tensor:
+def encode_factorised(
+    x: Tensor,
+    weights: Weights,
+    config: ModularAEConfig,
+    modules: Sequence[int] | None = None,
+    *,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
+) -> Tensor:
     """Fast encoding of the kept modules only.
 
     Args:
-        x: ``[B,C,H,W]`` normalised image.
+        x: ``[B,C,H,W]`` image; normalised, or in [0,1] when ``mean``/``std`` (``[C]``) are given,
+            in which case ``(x - mean) / std`` is applied on the way in (the division is folded
+            into the first-stage weights, saving a pass over the image).
         weights: the factor weights (see :class:`scg_core.ModularAE`).
         modules: indices of the modules to compute, ascending; ``None`` = all.
 
@@ -106,16 +116,25 @@ def encode_factorised(x: Tensor, weights: Weights, config: ModularAEConfig, modu
         memory layout, which the CPU and GPU convolution kernels prefer).
     """
     w = _select(weights, config, modules)
-    x = x.contiguous(memory_format=torch.channels_last)
+    first = ("kernels",) if config.parameterization == "single" else ("pathway_a", "pathway_b")
+    if mean is not None and not x.requires_grad:  # one pass that also yields channels-last
+        x = torch.sub(x, mean.view(1, -1, 1, 1), out=torch.empty_like(x, memory_format=torch.channels_last))
+    elif mean is not None:
+        x = (x - mean.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if std is not None:
+        w.update({name: w[name] / std.view(1, -1, 1, 1) for name in first})
     P = config.padding
     if config.parameterization == "single":
         return F.conv2d(x, w["kernels"], stride=config.stride, padding=P)
     m, r = w["pathway_a"].shape[0], (config.kernel_size - 1) // 2
     # Pathway B covers the full receptive field, so it gets all of the padding P; pathway A's
     # footprint is r LGN cells (2r pixels) narrower on each side, so padding P - 2r lands it on
-    # exactly the same LGN grid.
+    # exactly the same LGN grid. (Merging the two into one conv + a 2-input grouped conv was
+    # measured slower: oneDNN has no fast kernel for 2 channels per group.)
     lgn = F.conv2d(F.conv2d(x, w["pathway_b"], stride=2, padding=P), w["surround"], groups=m)
-    lgn = lgn + F.conv2d(x, w["pathway_a"], stride=2, padding=P - 2 * r)  # (B, m, nd, nd')
+    lgn = lgn.add_(F.conv2d(x, w["pathway_a"], stride=2, padding=P - 2 * r))  # (B, m, nd, nd')
     return F.conv2d(lgn, w["module_kernels"], stride=config.stride // 2, groups=m)
 
 
@@ -134,11 +153,13 @@ def _subpixel_weight(weight: Tensor, stride: int, groups: int) -> tuple[Tensor, 
     return w.reshape(groups * stride * stride * c_out_g, c_in // groups, J, J), J
 
 
-def _phase_maps(f: Tensor, weight: Tensor, stride: int, groups: int = 1, shift: int = 0) -> Tensor:
-    """The ``stride²`` phase images of ``conv_transpose2d(pad(f, shift), weight, stride)``, stacked
-    as channels; ``shift`` zero cells are (virtually) added on every side of ``f``."""
+def _phase_maps(f: Tensor, weight: Tensor, stride: int, groups: int = 1, shift: int = 0, bias: Tensor | None = None) -> Tensor:
+    """The ``stride²`` phase images of ``conv_transpose2d(pad(f, shift), weight, stride) + bias``,
+    stacked as channels; ``shift`` zero cells are (virtually) added on every side of ``f``."""
     w, J = _subpixel_weight(weight, stride, groups)
-    return F.conv2d(f, w, padding=J - 1 + shift, groups=groups)
+    if bias is not None:
+        bias = bias.repeat(stride * stride)  # one per (phase y, phase x, channel)
+    return F.conv2d(f, w, bias, padding=J - 1 + shift, groups=groups)
 
 
 def _pixel_shuffle(y: Tensor, stride: int, groups: int) -> Tensor:
@@ -171,8 +192,33 @@ def conv_transpose2d_subpixel(
     return y[..., crop : crop + size[0], crop : crop + size[1]]
 
 
+def _to_image(y: Tensor, stride: int, size: tuple[int, int], crop: int, clamp: bool) -> Tensor:
+    """Final-stage phase maps ``[B, stride²·C, h, w]`` (groups = 1) → contiguous ``[B,C,H,W]``:
+    rows/columns ``crop … crop+size`` of the shuffled image, optionally clamped to [0,1].
+
+    Cropping happens on the phase grid first and clamping before the shuffle, so the image is
+    written once.
+    """
+    q, r = divmod(crop, stride)
+    y = y[..., q : -(-(crop + size[0]) // stride), q : -(-(crop + size[1]) // stride)]
+    if clamp:
+        y = y.clamp(0.0, 1.0)
+    B, _, h, w = y.shape
+    y = y.permute(0, 2, 3, 1).reshape(B, h, w, stride, stride, -1)  # (B, h, w, sy, sx, C)
+    y = y.permute(0, 5, 1, 3, 2, 4).reshape(B, -1, h * stride, w * stride)
+    return y[..., r : r + size[0], r : r + size[1]].contiguous()
+
+
 def decode_factorised(
-    f: Tensor, weights: Weights, config: ModularAEConfig, size: tuple[int, int], modules: Sequence[int] | None = None
+    f: Tensor,
+    weights: Weights,
+    config: ModularAEConfig,
+    size: tuple[int, int],
+    modules: Sequence[int] | None = None,
+    *,
+    scale: Tensor | None = None,
+    shift: Tensor | None = None,
+    clamp: bool = False,
 ) -> Tensor:
     """Fast decoding: the exact adjoint of :func:`encode_factorised`.
 
@@ -180,19 +226,25 @@ def decode_factorised(
         f: ``[B, m·l, h, w]`` features of the kept modules (as returned by the encoder).
         size: ``(H, W)`` of the output; ``h, w`` must be the feature size of that image size.
         modules: the kept modules, as given to the encoder.
+        scale, shift: optional ``[C]``: return ``decoded·scale + shift`` (folded into the last
+            convolution's weights and bias, so it costs nothing).
+        clamp: clamp the result to [0,1].
 
     Returns:
-        ``[B, C, H, W]`` in normalised pixel units.
+        ``[B, C, H, W]``, contiguous; normalised pixel units unless ``scale``/``shift`` are given.
     """
     w = _select(weights, config, modules)
     P, S, K = config.padding, config.stride, config.kernel_size
+    last = ("kernels",) if config.parameterization == "single" else ("pathway_a", "pathway_b")
+    if scale is not None:
+        w.update({name: w[name] * scale.view(1, -1, 1, 1) for name in last})
     if config.parameterization == "single":
-        return conv_transpose2d_subpixel(f, w["kernels"], S, size=size, crop=P)
+        return _to_image(_phase_maps(f, w["kernels"], S, bias=shift), S, size, P, clamp)
     m, r = w["pathway_a"].shape[0], (K - 1) // 2
     nd = [(n + 2 * P - K) // 2 + 1 - (K - 1) for n in size]  # LGN map size
     g = conv_transpose2d_subpixel(f, w["module_kernels"], S // 2, groups=m, size=nd)  # (B, m, nd, nd')
     g_b = _phase_maps(g, w["surround"], 1, groups=m)  # (B, m, nd+K-1, ...)
     # Both pathways' phase maps land on one grid (pathway A shifted by r LGN cells), so they
-    # are summed before the single pixel shuffle.
-    y = _phase_maps(g_b, w["pathway_b"], 2) + _phase_maps(g, w["pathway_a"], 2, shift=r)
-    return _pixel_shuffle(y, 2, 1)[..., P : P + size[0], P : P + size[1]]
+    # are summed before the image is written.
+    y = _phase_maps(g_b, w["pathway_b"], 2, bias=shift).add_(_phase_maps(g, w["pathway_a"], 2, shift=r))
+    return _to_image(y, 2, size, P, clamp)

@@ -112,9 +112,10 @@ class ModularAE(nn.Module):
         """
         check_image(x, self.config.in_channels, self.config.receptive_field)
         check_same_device(x, self)
-        return Fn.encode_factorised(self.normalize(x), self.factor_weights(x.dtype), self.config, self._modules_arg(modules))
+        mean, std = self.mean.to(x.dtype).flatten(), self.std.to(x.dtype).flatten()
+        return Fn.encode_factorised(x, self.factor_weights(x.dtype), self.config, self._modules_arg(modules), mean=mean, std=std)
 
-    def decode(self, f: Tensor, size: tuple[int, int], modules: Sequence[int] | None = None) -> Tensor:
+    def decode(self, f: Tensor, size: tuple[int, int], modules: Sequence[int] | None = None, *, as_image: bool = False) -> Tensor:
         """Decode features back to normalised pixel space, at exactly ``size``.
 
         Args:
@@ -122,8 +123,12 @@ class ModularAE(nn.Module):
             size: ``(H, W)`` of that image.
             modules: the modules ``f`` holds, as passed to :meth:`encode`.
 
+            as_image: return ``clamp(decoded·std + mean, 0, 1)`` (the hint contract) instead,
+                computed inside the last convolution.
+
         Returns:
-            ``[B,C,H,W]`` in normalised units (``denormalize`` maps it to image values).
+            ``[B,C,H,W]`` in normalised units (``denormalize`` maps it to image values), or an
+            image in [0,1] with ``as_image``.
         """
         modules = self._modules_arg(modules)
         m = self.config.num_modules if modules is None else len(modules)
@@ -132,7 +137,8 @@ class ModularAE(nn.Module):
         if f.ndim != 4 or tuple(f.shape[1:]) != expected:
             raise ValueError(f"features for a {H}×{W} image and {m} modules must be [B,{expected[0]},{expected[1]},{expected[2]}]; got {tuple(f.shape)}")
         check_same_device(f, self, "features")
-        return Fn.decode_factorised(f, self.factor_weights(f.dtype), self.config, (H, W), modules)
+        affine = {"scale": self.std.to(f.dtype).flatten(), "shift": self.mean.to(f.dtype).flatten(), "clamp": True} if as_image else {}
+        return Fn.decode_factorised(f, self.factor_weights(f.dtype), self.config, (H, W), modules, **affine)
 
     def raw_hint(
         self,
@@ -155,16 +161,7 @@ class ModularAE(nn.Module):
         Returns:
             ``[B,C,H,W]`` in normalised units, unclamped.
         """
-        gain = self.module_gains(groups, modules, gains)
-        kept = [i for i, g in enumerate(gain) if g != 0.0]
-        if not kept:
-            check_image(x, self.config.in_channels, self.config.receptive_field)
-            return torch.zeros_like(x)
-        f = self.encode(x, kept)
-        if any(gain[i] != 1.0 for i in kept):
-            per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
-            f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
-        return self.decode(f, x.shape[-2:], kept)
+        return self._hint(x, groups, modules, gains, as_image=False)
 
     def hint(
         self,
@@ -180,8 +177,20 @@ class ModularAE(nn.Module):
         Returns:
             ``[B,C,H,W]`` float in [0,1], contiguous, same dtype as ``x``.
         """
-        raw = self.raw_hint(x, groups, modules, gains)
-        return self.denormalize(raw).clamp_(0.0, 1.0).contiguous()
+        return self._hint(x, groups, modules, gains, as_image=True)
+
+    def _hint(self, x, groups, modules, gains, as_image: bool) -> Tensor:
+        gain = self.module_gains(groups, modules, gains)
+        kept = [i for i, g in enumerate(gain) if g != 0.0]
+        if not kept:
+            check_image(x, self.config.in_channels, self.config.receptive_field)
+            raw = torch.zeros_like(x)
+            return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
+        f = self.encode(x, kept)
+        if any(gain[i] != 1.0 for i in kept):
+            per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
+            f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
+        return self.decode(f, x.shape[-2:], kept, as_image=as_image)
 
     def module_reconstructions(self, x: Tensor) -> Tensor:
         """Each module's own reconstruction, ``[B, k, C, H, W]`` in normalised units.
