@@ -139,16 +139,20 @@ def soft_best_transforms(codebook: EquivarianceCodebook, temperature: float = 0.
     return torch.stack([mean(grid[:, 0]), mean(grid[:, 1]), angle], dim=-1)
 
 
-def symmetry_loss(codebook: EquivarianceCodebook, temperature: float = 0.1, sign: float = 1.0) -> Tensor:
+def symmetry_loss(codebook: EquivarianceCodebook, temperature: float = 0.1, sign: float = 1.0, reduction: str = "sum") -> Tensor:
     """``L_sym = Σ_i Σ_m Σ_n ||e_m − M^(i)(δ*_mn) e_n||²``: within a module, some transformation
     maps each channel onto each other one, so a module holds transformed copies of one feature.
 
-    See :func:`soft_best_transforms` for ``temperature`` and ``sign``.
+    See :func:`soft_best_transforms` for ``temperature`` and ``sign``. ``reduction="mean"``
+    divides by the ``k·l²`` terms, so the loss does not grow with the model's size.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     delta = soft_best_transforms(codebook, temperature, sign)  # (k, l, l, 3)
     k, l = delta.shape[:2]
     module = torch.arange(k, device=delta.device).view(k, 1, 1)
     M = codebook.sample(delta, module)  # (k, m, n, p, q): M^(i)(δ*_mn)[p, q]
     columns = torch.diagonal(M, dim1=2, dim2=4)  # (k, m, p, n): column n of M^(i)(δ*_mn)
     target = torch.eye(l, dtype=M.dtype, device=M.device).view(1, l, l, 1)  # e_m[p]
-    return (target - columns).pow(2).sum()
+    loss = (target - columns).pow(2).sum()
+    return loss / (k * l * l) if reduction == "mean" else loss

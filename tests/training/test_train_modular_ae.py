@@ -1,0 +1,132 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import scg_core
+from training.train_modular_ae import main, parse_args
+
+TINY = ["--num-modules", "4", "--module-channels", "2", "--kernel-size", "3", "--crop", "32", "--border", "4",
+        "--batch", "2", "--pairs", "64", "--codebook-grid", "3", "3", "4", "--device", "cpu", "--threads", "1", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:80, 0:96] / 80.0
+    for n in range(5):
+        a = np.stack([np.sin(6 * xx + n), np.cos(5 * yy - n), np.sin(4 * (xx + yy) * (n + 1))], -1)
+        a = (a * 0.4 + 0.5 + rng.normal(0, 0.03, a.shape)).clip(0, 1)
+        sub = root / ("nested" if n % 2 else "")
+        sub.mkdir(exist_ok=True)
+        Image.fromarray((a * 255).astype(np.uint8)).save(sub / f"img{n}.png")
+    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
+    Image.new("RGB", (20, 20)).save(root / "small.png")
+    return root
+
+
+def run_cli(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "training.train_modular_ae", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
+
+
+def params(path):
+    return {k: v for k, v in scg_core.load(path).state_dict().items()}
+
+
+def test_losses_fall_and_bad_images_are_skipped(photos, tmp_path, capsys):
+    out = tmp_path / "ae.safetensors"
+    metrics = main(parse_args(["--data", str(photos), "--output", str(out), "--steps", "60", "--lr", "0.01", *TINY]))
+    log = [json.loads(line) for line in (tmp_path / "ae_checkpoints" / "metrics.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    assert last["step"] == 60 and np.isfinite(metrics["total"])
+    assert last["recon"] < 0.5 * first["recon"]
+    assert np.mean([r["total"] for r in log[-10:]]) < np.mean([r["total"] for r in log[:10]])
+    text = capsys.readouterr().out
+    assert "skipped images: 2" in text and "broken.jpg: unreadable" in text and "small.png: too small" in text
+    ae = scg_core.load(out)
+    assert ae.config.num_modules == 4 and ae.provenance["step"] == 60
+    assert ae.provenance["source"] == "training.train_modular_ae"
+
+
+def test_runs_are_repeatable_and_ablation_switches_terms_off(photos, tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for out in (a, b):
+        main(parse_args(["--data", str(photos), "--output", str(out), "--steps", "8", "--seed", "3", *TINY]))
+    assert all(torch.equal(x, y) for x, y in zip(params(a).values(), params(b).values()))
+    m = main(parse_args(["--data", str(photos), "--output", str(tmp_path / "c.safetensors"), "--steps", "4", "--ablate", "equ,sym", *TINY]))
+    assert "equ" not in m and "sym" not in m and "recon" in m
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(photos, tmp_path):
+    steps = ["--steps", "150", "--checkpoint-every", "10"]
+    full = tmp_path / "full" / "ae.safetensors"
+    assert run_cli(["--data", str(photos), "--output", str(full), *steps, *TINY]).wait() == 0
+
+    cut = tmp_path / "cut" / "ae.safetensors"
+    proc = run_cli(["--data", str(photos), "--output", str(cut), *steps, *TINY])
+    ckpt_dir = tmp_path / "cut" / "ae_checkpoints"
+    deadline = time.time() + 120
+    while not list(ckpt_dir.glob("step-*.pt")) and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not cut.exists()
+    resumed = run_cli(["--data", str(photos), "--output", str(cut), *steps, *TINY, "--resume", "latest"])
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out
+    for (name, x), y in zip(params(full).items(), params(cut).values()):
+        assert torch.equal(x, y), name
+
+
+def test_ctrl_c_saves_a_checkpoint(photos, tmp_path):
+    out = tmp_path / "ae.safetensors"
+    proc = run_cli(["--data", str(photos), "--output", str(out), "--steps", "100000", "--checkpoint-every", "100000", *TINY])
+    log = tmp_path / "ae_checkpoints" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, text
+    assert "continue with --resume latest" in text
+    saved = list((tmp_path / "ae_checkpoints").glob("step-*.pt"))
+    assert len(saved) == 1
+    state = torch.load(saved[0], weights_only=True)
+    assert state["step"] >= 3
+
+
+def test_two_processes_keep_identical_weights(photos, tmp_path):
+    out = tmp_path / "ae.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "training.train_modular_ae", "--data", str(photos), "--output", str(out), "--steps", "12",
+           "--save-every-rank", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 process(es)" in proc.stdout + proc.stderr
+    r0, r1 = params(tmp_path / "ae.rank0.safetensors"), params(tmp_path / "ae.rank1.safetensors")
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), name
+    single = tmp_path / "single.safetensors"
+    main(parse_args(["--data", str(photos), "--output", str(single), "--steps", "12", *TINY]))
+    # the ranks saw different data (seeded by rank), so they differ from one process alone
+    assert any(not torch.equal(x, y) for x, y in zip(r0.values(), params(single).values()))
+
+
+def test_bad_arguments_are_refused(photos):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(photos), "--ablate", "recon"])
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(photos), "--crop", "20", "--border", "10"])
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        main(parse_args(["--data", str(photos / "missing"), "--steps", "1", *TINY]))

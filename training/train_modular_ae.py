@@ -1,0 +1,269 @@
+"""Train the SCG modular autoencoder with the equivariance constraint.
+
+One process (CPU, or one GPU when available):
+
+    python -m training.train_modular_ae --data photos/ --output ae.safetensors
+
+Several GPUs or processes (identical weights on every rank, data split by rank):
+
+    accelerate launch --num_processes 4 -m training.train_modular_ae --data photos/ --output ae.safetensors
+    torchrun --nproc_per_node 2 -m training.train_modular_ae --data photos/ --device cpu --output ae.safetensors
+
+Resume after an interruption (Ctrl-C saves a checkpoint first; a kill loses at most
+``--checkpoint-every`` steps):
+
+    python -m training.train_modular_ae --data photos/ --output ae.safetensors --resume latest
+
+Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (SCG_NOTES §3). Reconstruction on random crops;
+equivariance on patch pairs compared at their centres (see ``scg_core.pairs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import scg_core
+from scg_core import functional as Fn
+from scg_core.losses import EquivarianceCodebook, equivariance_loss, reconstruction_loss, symmetry_loss
+
+from .data import ImageFolder, PairBatches, min_image_size
+
+PRESETS = Path(__file__).parent / "configs"
+CHECKPOINT = re.compile(r"step-(\d+)\.pt$")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train_modular_ae", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", help=f"JSON file or name in {PRESETS} whose values replace the defaults below")
+    io = p.add_argument_group("data and files")
+    io.add_argument("--data", type=Path, required=True, help="folder of images (recursive: jpg, png, webp, bmp)")
+    io.add_argument("--output", type=Path, default=Path("modular_ae.safetensors"), help="exported weights (scg_core format)")
+    io.add_argument("--checkpoint-dir", type=Path, help="default: OUTPUT without suffix + '_checkpoints'")
+    io.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint path")
+    io.add_argument("--workers", type=int, default=0, help="dataloader worker processes")
+    io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
+    model = p.add_argument_group("architecture (released model: 16 × 4, bipolar, stride 4)")
+    model.add_argument("--num-modules", type=int, default=16)
+    model.add_argument("--module-channels", type=int, default=4)
+    model.add_argument("--parameterization", choices=["bipolar", "single"], default="bipolar")
+    model.add_argument("--kernel-size", type=int, default=5)
+    model.add_argument("--stride", type=int, default=4)
+    opt = p.add_argument_group("optimisation (paper A.4.2: AdamW, cosine from lr 0.005, 40,000 steps)")
+    opt.add_argument("--steps", type=int, default=40_000)
+    opt.add_argument("--lr", type=float, default=0.005)
+    opt.add_argument("--weight-decay", type=float, default=0.01, help="on the kernels; none on the codebook")
+    opt.add_argument("--batch", type=int, default=8, help="reconstruction crops per step and process")
+    opt.add_argument("--crop", type=int, default=128, help="crop side for the reconstruction loss")
+    opt.add_argument("--border", type=int, default=12, help="pixels at each crop edge left out of L_recon")
+    objective = p.add_argument_group("equivariance constraint (values measured here, see docs/training_modular_ae.md)")
+    objective.add_argument("--pairs", type=int, default=1024, help="patch pairs per step and process for L_equ")
+    objective.add_argument("--lambda-equ", type=float, default=1.0)
+    objective.add_argument("--lambda-sym", type=float, default=1.0)
+    objective.add_argument("--temperature", type=float, default=0.1, help="T of L_sym's soft best transformation")
+    objective.add_argument("--sym-sign", type=float, choices=[1.0, -1.0], default=1.0, help="+1: stated intent; -1: printed formula")
+    objective.add_argument("--codebook-grid", type=int, nargs=3, default=[5, 5, 8], metavar=("TX", "TY", "THETA"))
+    objective.add_argument("--max-shift", type=float, help="translation range ± pixels (default: stride / 2)")
+    objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    run.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
+    run.add_argument("--log-every", type=int, default=10)
+    run.add_argument("--save-every-rank", action="store_true", help="diagnostic: each rank also writes its final weights")
+
+    argv = sys.argv[1:] if argv is None else argv
+    pre, _ = p.parse_known_args(argv)
+    if pre.preset:
+        path = Path(pre.preset) if Path(pre.preset).suffix == ".json" else PRESETS / f"{pre.preset}.json"
+        preset = json.loads(path.read_text())
+        unknown = sorted(set(preset) - {a.dest for a in p._actions})
+        if unknown:
+            p.error(f"preset {path} has unknown keys {unknown}")
+        p.set_defaults(**preset)
+    args = p.parse_args(argv)
+    args.ablate = sorted({t.strip() for t in args.ablate.split(",") if t.strip()})
+    if set(args.ablate) - {"equ", "sym"}:
+        p.error(f"--ablate takes equ and/or sym; got {args.ablate}")
+    if args.max_shift is None:
+        args.max_shift = args.stride / 2
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = args.output.with_name(args.output.stem + "_checkpoints")
+    for name in ("steps", "batch", "crop", "pairs", "checkpoint_every", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if 2 * args.border >= args.crop:
+        p.error(f"--border {args.border} leaves nothing of a {args.crop}-pixel crop")
+    return args
+
+
+class Objective(nn.Module):
+    """The autoencoder and its codebook; ``forward(batch)`` returns every loss term."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.ae = scg_core.ModularAE(num_modules=args.num_modules, module_channels=args.module_channels,
+                                     parameterization=args.parameterization, kernel_size=args.kernel_size, stride=args.stride)
+        self.use_equ, self.use_sym = "equ" not in args.ablate, "sym" not in args.ablate
+        self.codebook = None
+        if self.use_equ or self.use_sym:
+            self.codebook = EquivarianceCodebook(args.num_modules, args.module_channels, tuple(args.codebook_grid),
+                                                 (-args.max_shift, args.max_shift))
+        self.args = args
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ae, cfg, a = self.ae, self.ae.config, self.args
+        weights = ae.factor_weights()
+        crops = ae.normalize(batch["crops"])
+        recon = Fn.decode_factorised(Fn.encode_factorised(crops, weights, cfg), weights, cfg, crops.shape[-2:])
+        losses = {"recon": reconstruction_loss(recon, crops, border=a.border)}
+        total = losses["recon"]
+        if self.use_equ:
+            kernel = Fn.compose_kernel(weights, cfg)  # (k·l, C, R, R): features at patch centres
+            f = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(batch["patches"]))
+            f_t = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(batch["transformed"]))
+            losses["equ"] = equivariance_loss(f, f_t, self.codebook(batch["delta"]), relative=True)
+            total = total + a.lambda_equ * losses["equ"]
+        if self.use_sym:
+            losses["sym"] = symmetry_loss(self.codebook, a.temperature, a.sym_sign, reduction="mean")
+            total = total + a.lambda_sym * losses["sym"]
+        losses["total"] = total
+        return losses
+
+
+def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.optim.Optimizer:
+    groups = [{"params": list(objective.ae.parameters()), "weight_decay": args.weight_decay}]
+    if objective.codebook is not None:
+        groups.append({"params": list(objective.codebook.parameters()), "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=args.lr)
+
+
+def save_checkpoint(path: Path, objective: Objective, optimizer, scheduler, step: int, args) -> None:
+    """Everything needed to continue exactly, written to a temp file then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "args": _jsonable(vars(args))}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def find_checkpoint(args: argparse.Namespace) -> Path | None:
+    if not args.resume:
+        return None
+    if args.resume != "latest":
+        return Path(args.resume)
+    found = sorted((int(m.group(1)), p) for p in args.checkpoint_dir.glob("step-*.pt") if (m := CHECKPOINT.search(p.name)))
+    return found[-1][1] if found else None
+
+
+def export(objective: Objective, args: argparse.Namespace, path: Path, step: int, metrics: dict) -> None:
+    provenance = {"source": "training.train_modular_ae", "step": step, "args": _jsonable(vars(args)),
+                  "final_losses": metrics, "scg_core": scg_core.__version__}
+    scg_core.save(objective.ae, path, provenance=provenance)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def main(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=cpu)
+    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    objective = Objective(args)
+    optimizer = make_optimizer(objective, args)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
+    start = 0
+    checkpoint = find_checkpoint(args)
+    if args.resume and checkpoint is None:
+        accelerator.print(f"no checkpoint in {args.checkpoint_dir}; starting from step 0")
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["step"]
+        accelerator.print(f"resumed from {checkpoint} at step {start}")
+
+    folder = ImageFolder(args.data, min_image_size(args.crop, objective.ae.config.receptive_field, args.max_shift), cache=not args.no_cache)
+    batches = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
+                          pairs=args.pairs, patch=objective.ae.config.receptive_field, max_shift=args.max_shift)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, args.steps), num_workers=args.workers)
+    model, optimizer = accelerator.prepare(objective, optimizer)
+    accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "
+                      f"{accelerator.device} · steps {start}→{args.steps} · ablate: {','.join(args.ablate) or 'none'}")
+
+    metrics: dict[str, float] = {}
+    log_path = args.checkpoint_dir / "metrics.jsonl"
+    bar = tqdm(total=args.steps, initial=start, disable=not accelerator.is_main_process, desc="train_modular_ae", dynamic_ncols=True)
+    step, started = start, time.perf_counter()
+    try:
+        for batch in loader:
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            losses = model(batch)
+            if not torch.isfinite(losses["total"]):
+                raise FloatingPointError(f"non-finite loss at step {step}: {({k: float(v) for k, v in losses.items()})}")
+            accelerator.backward(losses["total"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % args.log_every == 0 or step == args.steps:
+                metrics = {k: float(v.detach()) for k, v in losses.items()}
+                metrics["psnr_crop"] = _psnr(metrics["recon"], objective.ae)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+                if accelerator.is_main_process:
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    with log_path.open("a") as f:
+                        f.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0], **metrics}) + "\n")
+            bar.update(1)
+            if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
+                save_checkpoint(args.checkpoint_dir / f"step-{step:07d}.pt", objective, optimizer.optimizer, scheduler, step, args)
+    except KeyboardInterrupt:
+        if accelerator.is_main_process:
+            path = args.checkpoint_dir / f"step-{step:07d}.pt"
+            save_checkpoint(path, objective, optimizer.optimizer, scheduler, step, args)
+            print(f"\ninterrupted at step {step}: saved {path}; continue with --resume latest", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        bar.close()
+    accelerator.wait_for_everyone()
+    elapsed = time.perf_counter() - started
+    metrics["seconds"] = elapsed
+    if accelerator.is_main_process:
+        save_checkpoint(args.checkpoint_dir / f"step-{step:07d}.pt", objective, optimizer.optimizer, scheduler, step, args)
+        export(objective, args, args.output, step, metrics)
+        print(f"wrote {args.output} after {step} steps in {elapsed:.0f} s; skipped images: {len(folder.skipped)}")
+        for path, reason in folder.skipped.items():
+            print(f"  skipped {path}: {reason}")
+    if args.save_every_rank:
+        export(objective, args, args.output.with_name(f"{args.output.stem}.rank{accelerator.process_index}.safetensors"), step, metrics)
+    accelerator.end_training()
+    return metrics
+
+
+def _psnr(mse_normalised: float, ae: scg_core.ModularAE) -> float:
+    """PSNR in dB of a [0,1] image from an MSE measured in normalised units."""
+    mse = mse_normalised * float(ae.std.pow(2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+if __name__ == "__main__":
+    main(parse_args())
