@@ -12,7 +12,7 @@ stimulus with the composed kernel (in pixel units: the kernel divided by the inp
   frequency centroid and the orientation-selectivity index ``|Σ A(θ)e^{2iθ}| / Σ A(θ)``.
 
 A module "carries energy" when it holds at least ``--energy-threshold`` of the test image's
-reconstruction energy; those modules are classified:
+mean-removed reconstruction energy; those modules are classified:
 
 * ``colour`` — colour-opponent (at least 75% of the kernel energy along colour axes);
 * ``brightness`` — luminance (at most 25% colour) and low-pass (preferred frequency 0);
@@ -189,8 +189,10 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
     per_kernel, curves = kernel_stats(kernels)
     k, l = model.config.num_modules, model.config.module_channels
     with torch.inference_mode():
-        recon = model.module_reconstructions(image)[0]  # (k, 3, H, W)
-    energy = recon.double().pow(2).sum((1, 2, 3))
+        recon = model.module_reconstructions(image)[0].double()  # (k, 3, H, W)
+    # Mean-removed energy: the photo's average colour, which only low-pass modules can carry,
+    # would otherwise swamp every other module's share.
+    energy = (recon - recon.mean((2, 3), keepdim=True)).pow(2).sum((1, 2, 3))
     share = energy / energy.sum().clamp_min(1e-30)
     norms = model.composed_kernel().detach().double().reshape(k, -1).norm(dim=1)
     modules = []

@@ -17,7 +17,8 @@ from torch import Tensor
 
 
 def pair_margin(patch: int, max_shift: float) -> int:
-    """Half-size of the window a rotated and shifted ``patch`` needs around its centre."""
+    """Half-size of the window a rotated and shifted ``patch`` needs around its centre: the
+    patch's half-diagonal plus the shift, plus one pixel for the bilinear interpolation."""
     return math.ceil((patch - 1) / 2 * math.sqrt(2) + max_shift) + 1
 
 

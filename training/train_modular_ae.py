@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--steps", type=int, default=40_000)
     opt.add_argument("--lr", type=float, default=0.005)
     opt.add_argument("--weight-decay", type=float, default=0.01, help="on the kernels; none on the codebook")
+    opt.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon")
     opt.add_argument("--batch", type=int, default=8, help="reconstruction crops per step and process")
     opt.add_argument("--crop", type=int, default=128, help="crop side for the reconstruction loss")
     opt.add_argument("--border", type=int, default=12, help="pixels at each crop edge left out of L_recon")
@@ -146,7 +147,7 @@ def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.opti
     groups = [{"params": list(objective.ae.parameters()), "weight_decay": args.weight_decay}]
     if objective.codebook is not None:
         groups.append({"params": list(objective.codebook.parameters()), "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=args.lr)
+    return torch.optim.AdamW(groups, lr=args.lr, eps=args.adam_eps)
 
 
 def save_checkpoint(path: Path, objective: Objective, optimizer, scheduler, step: int, args) -> None:

@@ -1,0 +1,44 @@
+import math
+
+import pytest
+import torch
+
+from scg_core.pairs import pair_margin, sample_patch_pairs
+
+
+def test_identity_transform_returns_the_same_patch():
+    img = torch.rand(3, 60, 70)
+    P, Q, delta = sample_patch_pairs([img], 8, torch.Generator().manual_seed(0), delta=torch.zeros(8, 3))
+    assert P.shape == Q.shape == (8, 3, 21, 21)
+    torch.testing.assert_close(P, Q, atol=1e-5, rtol=0)
+
+
+def test_quarter_turn_is_a_rot90_about_the_centre():
+    img = torch.rand(3, 60, 70)
+    delta = torch.tensor([[0.0, 0.0, math.pi / 2]]).expand(4, 3)
+    P, Q, _ = sample_patch_pairs([img], 4, torch.Generator().manual_seed(1), delta=delta)
+    # counter-clockwise as displayed (y down) is rot90 with k=1 over (H, W)
+    torch.testing.assert_close(Q, torch.rot90(P, 1, dims=(-2, -1)), atol=1e-4, rtol=0)
+
+
+def test_whole_pixel_shift_moves_the_content():
+    img = torch.rand(3, 60, 70)
+    P, Q, _ = sample_patch_pairs([img], 3, torch.Generator().manual_seed(2), delta=torch.tensor([[1.0, 0.0, 0.0]]).expand(3, 3))
+    torch.testing.assert_close(Q[..., 1:], P[..., :-1], atol=1e-5, rtol=0)
+
+
+def test_draws_are_repeatable_and_in_range():
+    imgs = [torch.rand(3, 50, 50), torch.rand(3, 80, 40)]
+    a = sample_patch_pairs(imgs, 16, torch.Generator().manual_seed(3))
+    b = sample_patch_pairs(imgs, 16, torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    delta = a[2]
+    assert delta[:, :2].abs().max() <= 2.0 and 0 <= delta[:, 2].min() and delta[:, 2].max() < 2 * math.pi
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="at least"):
+        sample_patch_pairs([torch.rand(3, 30, 30)], 2, torch.Generator())
+    with pytest.raises(ValueError, match="delta must be"):
+        sample_patch_pairs([torch.rand(3, 60, 60)], 2, torch.Generator(), delta=torch.tensor([[5.0, 0, 0], [0, 0, 0]]))
+    assert pair_margin(21, 2.0) == math.ceil(10 * math.sqrt(2) + 2) + 1 == 18
