@@ -15,7 +15,8 @@ A module "carries energy" when it holds at least ``--energy-threshold`` of the t
 mean-removed reconstruction energy; those modules are classified:
 
 * ``colour`` — colour-opponent (at least 75% of the kernel energy along colour axes);
-* ``brightness`` — luminance (at most 25% colour) and low-pass (preferred frequency 0);
+* ``brightness`` — luminance (at most 25% colour) and low-pass: its response to a uniform field
+  (frequency 0) is within 3 dB of its peak response (``A(0) ≥ max A / √2``);
 * ``edges_coarse`` / ``edges_fine`` — luminance band-pass, frequency centroid below / from 0.1 c/px;
 * ``mixed`` — anything in between;
 and the rest are grouped as ``texture`` (weak, mostly high-frequency residue).
@@ -50,9 +51,9 @@ COLOUR_AXES = {  # unit directions in RGB
 }
 UNIFORM_COLOURS = {"white": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
                    "yellow": (1, 1, 0), "cyan": (0, 1, 1), "magenta": (1, 0, 1)}
-COLOUR_MIN, LUMINANCE_MAX, FINE_EDGES = 0.75, 0.25, 0.1
+COLOUR_MIN, LUMINANCE_MAX, FINE_EDGES, LOWPASS_DC_GAIN = 0.75, 0.25, 0.1, 1 / math.sqrt(2)
 LABELS = {"colour": "colour", "brightness": "brightness", "edges_coarse": "coarse edges",
-          "edges_fine": "fine edges", "mixed": "mixed colour/luminance", "texture": "texture (weak)"}
+          "edges_fine": "fine edges", "mixed": "colour + luminance", "texture": "weak, high frequency"}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class KernelStats:
     dc: dict  # response to uniform colours (deviation 0.5 from grey, each channel)
     edge_response: float  # strongest response to a luminance step through the centre
     preferred_frequency: float  # cycles/px where the mean grating amplitude peaks
+    dc_gain_ratio: float  # amplitude at frequency 0 / peak amplitude (1 = low-pass, 0 = band-pass)
     frequency_centroid: float  # power-weighted mean frequency
     orientation_selectivity: float  # 0 = rotation symmetric, 1 = one orientation only
     preferred_orientation: float  # radians in [0, π)
@@ -74,6 +76,7 @@ class ModuleStats:
     colour_fraction: float
     preferred_frequency: float
     frequency_centroid: float
+    dc_gain_ratio: float
     orientation_selectivity: float
     dc_luminance: float
     kind: str
@@ -127,6 +130,7 @@ def kernel_stats(kernels: Tensor) -> tuple[list[KernelStats], dict[str, list[lis
         stats.append(KernelStats(
             colour_fraction=float(colour_fraction[j]), dc=dc, edge_response=float(edge[j]),
             preferred_frequency=f_pref, frequency_centroid=centroid,
+            dc_gain_ratio=float(power[0].sqrt() / power.max().sqrt().clamp_min(1e-30)),
             orientation_selectivity=float(vector.abs() / a.sum().clamp_min(1e-30)),
             preferred_orientation=float((torch.angle(vector) / 2) % math.pi),
         ))
@@ -204,17 +208,18 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
         colour = mean([s.colour_fraction for s in ks])
         f_pref = float(torch.tensor([s.preferred_frequency for s in ks]).median())
         centroid = mean([s.frequency_centroid for s in ks])
+        dc_gain = mean([s.dc_gain_ratio for s in ks])
         if share[i] < energy_threshold:
             kind = "texture"
         elif colour >= COLOUR_MIN:
             kind = "colour"
         elif colour <= LUMINANCE_MAX:
-            kind = "brightness" if f_pref == 0 else ("edges_fine" if centroid >= FINE_EDGES else "edges_coarse")
+            kind = "brightness" if dc_gain >= LOWPASS_DC_GAIN else ("edges_fine" if centroid >= FINE_EDGES else "edges_coarse")
         else:
             kind = "mixed"
         modules.append(ModuleStats(
             index=i, energy_share=float(share[i]), weight_norm=float(norms[i]), colour_fraction=colour,
-            preferred_frequency=f_pref, frequency_centroid=centroid,
+            preferred_frequency=f_pref, frequency_centroid=centroid, dc_gain_ratio=dc_gain,
             orientation_selectivity=float(torch.tensor([s.orientation_selectivity for s in ks]).median()),
             dc_luminance=sum(s.dc["white"] for s in ks), kind=kind,
         ))

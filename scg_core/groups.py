@@ -36,8 +36,8 @@ class Group:
 
     @property
     def title(self) -> str:
-        """``"HC3 (edges)"``, or just the name when there is no label."""
-        return f"{self.name} ({self.label})" if self.label else self.name
+        """``"HC3 (edges)"``, or just the name when there is no label or it says the same."""
+        return f"{self.name} ({self.label})" if self.label and self.label != self.name else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "modules": list(self.modules), "label": self.label}

@@ -29,7 +29,7 @@ def decomposition_sheet(model: ModularAE, image: Tensor, tile: int = 256, column
             tiles.append((f"{group.title}", model.hint(image, groups=[group.name])[0]))
         membership = {m: g.name for g in model.groups for m in g.modules}
         recon = model.module_reconstructions(image)[0]  # (k, 3, H, W)
-        energy = recon.pow(2).flatten(1).sum(1)
+        energy = (recon - recon.mean((2, 3), keepdim=True)).pow(2).flatten(1).sum(1)  # as in characterize
         share = energy / energy.sum().clamp_min(1e-12)
         for i in range(model.config.num_modules):
             label = f"module {i}" + (f" · {membership[i]}" if i in membership else "") + f" · {100 * share[i]:.0f}%"

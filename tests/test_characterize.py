@@ -81,3 +81,13 @@ def test_cli_writes_groups_and_report(tmp_path, capsys):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert main([str(tmp_path / "missing.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_low_pass_means_dc_within_3db_of_the_peak():
+    # a low-pass with a weak surround peaks just above frequency 0 but is still low-pass;
+    # a balanced centre-surround passes nothing at frequency 0
+    sagging = rgb(gauss(3.0) - 0.6 * gauss(5.0), (1, 1, 1))
+    balanced = rgb(gauss(1.5) - gauss(3.0), (1, 1, 1))
+    (s, b), _ = kernel_stats(torch.stack([sagging, balanced]))
+    assert s.preferred_frequency > 0 and s.dc_gain_ratio > 1 / 2**0.5
+    assert b.dc_gain_ratio < 0.01

@@ -78,13 +78,15 @@ class ImageFolder:
 class PairBatches(torch.utils.data.Dataset):
     """``batches[step]`` → one training step's data for this rank.
 
+    ``colour_augment`` permutes each image's RGB channels at random.
+
     Returns a dict: ``crops`` ``[B,3,c,c]`` (reconstruction), ``patches``, ``transformed``
     ``[N,3,p,p]`` and ``delta`` ``[N,3]`` (equivariance pairs), all in [0,1].
     """
 
     def __init__(self, folder: ImageFolder, *, seed: int, rank: int, crop: int, batch: int,
-                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8) -> None:
-        self.folder, self.seed, self.rank = folder, seed, rank
+                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: bool = False) -> None:
+        self.folder, self.seed, self.rank, self.colour_augment = folder, seed, rank, colour_augment
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step = images_per_step
 
@@ -95,6 +97,10 @@ class PairBatches(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7_919 + step)
         picks = torch.randint(len(self.folder), (self.images_per_step,), generator=g).tolist()
         images = [self.folder.get(i) for i in picks]
+        if self.colour_augment:
+            # A random RGB channel order per image makes the colour statistics symmetric under
+            # permutations: their principal axes become luminance and an isotropic chroma plane.
+            images = [img[torch.randperm(3, generator=g)] for img in images]
         crops = []
         for n in range(self.batch):
             img = images[n % len(images)]

@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint path")
     io.add_argument("--workers", type=int, default=0, help="dataloader worker processes")
     io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
+    io.add_argument("--colour-augment", action="store_true", help="random RGB channel order per image (colour-symmetric statistics)")
     model = p.add_argument_group("architecture (released model: 16 × 4, bipolar, stride 4)")
     model.add_argument("--num-modules", type=int, default=16)
     model.add_argument("--module-channels", type=int, default=4)
@@ -205,7 +206,8 @@ def main(args: argparse.Namespace) -> dict:
 
     folder = ImageFolder(args.data, min_image_size(args.crop, objective.ae.config.receptive_field, args.max_shift), cache=not args.no_cache)
     batches = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
-                          pairs=args.pairs, patch=objective.ae.config.receptive_field, max_shift=args.max_shift)
+                          pairs=args.pairs, patch=objective.ae.config.receptive_field, max_shift=args.max_shift,
+                          colour_augment=args.colour_augment)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, args.steps), num_workers=args.workers)
     model, optimizer = accelerator.prepare(objective, optimizer)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "

@@ -1,0 +1,27 @@
+"""The bundled default autoencoder (issue: train_modular_ae + bundled default)."""
+
+import numpy as np
+from PIL import Image
+
+import scg_core
+from scg_core.cli import main
+from scg_core.characterize import LABELS
+
+EXAMPLE = scg_core.DEFAULT_WEIGHTS.parents[2] / "examples" / "chelsea.jpg"
+
+
+def test_default_loads_with_the_released_configuration_and_named_groups():
+    ae = scg_core.load_default()
+    c = ae.config
+    assert (c.num_modules, c.module_channels, c.parameterization, c.stride) == (16, 4, "bipolar", 4)
+    assert ae.groups and {g.name for g in ae.groups} <= set(LABELS)
+    assert sorted(m for g in ae.groups for m in g.modules) == list(range(16))  # every module in one group
+    assert ae.provenance["source"] == "training.train_modular_ae"
+    assert ae.provenance["characterize"]["psnr_db"] > 29
+
+
+def test_decompose_runs_on_the_default_without_weights_argument(tmp_path):
+    assert main(["decompose", str(EXAMPLE), "-o", str(tmp_path / "sheet.png"), "--tile", "96"]) == 0
+    assert main(["hint", str(EXAMPLE), "-o", str(tmp_path / "hint.png"), "--groups", "colour"]) == 0
+    hint = np.asarray(Image.open(tmp_path / "hint.png"))
+    assert hint.shape == (300, 451, 3) and hint.std() > 1  # a picture, not a flat field

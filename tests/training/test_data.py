@@ -1,0 +1,37 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from training.data import ImageFolder, PairBatches
+
+
+def flat_folder(tmp_path):
+    Image.fromarray(np.full((96, 96, 3), (25, 128, 230), np.uint8)).save(tmp_path / "flat.png")
+    return ImageFolder(tmp_path, min_size=64)
+
+
+def batches(folder, **kw):
+    return PairBatches(folder, seed=0, rank=0, crop=32, batch=2, pairs=4, patch=21, max_shift=2.0, images_per_step=1, **kw)
+
+
+def test_colour_augment_permutes_channels(tmp_path):
+    folder = flat_folder(tmp_path)
+    plain = batches(folder)[0]["crops"][0, :, 0, 0]
+    torch.testing.assert_close(plain, torch.tensor([25, 128, 230]) / 255.0)
+    orders = set()
+    augmented = batches(folder, colour_augment=True)
+    for step in range(12):
+        b = augmented[step]
+        values = b["crops"][0, :, 0, 0]
+        assert sorted(values.tolist()) == sorted(plain.tolist())
+        assert torch.equal(b["patches"][0, :, 0, 0], values)  # pairs come from the same permuted image
+        orders.add(tuple(values.tolist()))
+    assert len(orders) > 2
+
+
+def test_batches_depend_only_on_seed_rank_and_step(tmp_path):
+    folder = flat_folder(tmp_path)
+    a, b = batches(folder)[5], batches(folder)[5]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other_rank = PairBatches(folder, seed=0, rank=1, crop=32, batch=2, pairs=4, patch=21, max_shift=2.0, images_per_step=1)[5]
+    assert not torch.equal(a["delta"], other_rank["delta"])
