@@ -117,6 +117,10 @@ def render(study: dict) -> str:
              "released configuration (16 modules × 4, bipolar, stride 4) trained on the photographs scikit-image and",
              f"scikit-learn ship, and characterised on the held-out photo `{study['heldout']}` by",
              "`python -m scg_core.characterize`. *Constrained*: `L_recon + L_equ + L_sym`; *ablated*: `--ablate equ,sym`.", "",
+             "Definitions: a module *carries energy* with ≥1% of the photo's mean-removed reconstruction energy; *luminance*",
+             "≤25% and *colour-opponent* ≥75% of its kernel energy along the colour axes; *low-pass* = response at frequency 0",
+             "within 3 dB of its peak; OSI = |Σ A(θ)e^{2iθ}| / Σ A(θ) over 12 orientations, median over the kernels of the",
+             "modules that carry energy; equivariance error = held-out residual of a codebook fitted to the frozen features.", "",
              "| metric | " + " | ".join(f"seed {s} constrained | seed {s} ablated" for s in seeds) + " |",
              "|---|" + "---|" * (2 * len(seeds))]
     for key, label, fmt in metrics:
