@@ -82,9 +82,10 @@ class ModuleStats:
     kind: str
 
 
-def pixel_kernels(model: ModularAE) -> Tensor:
+def pixel_kernels(model: ModularAE, composed: Tensor | None = None) -> Tensor:
     """Composed kernels in pixel units ``[k·l, C, R, R]``: response to a pixel deviation."""
-    return model.composed_kernel().detach().double() / model.std.double().view(1, -1, 1, 1)
+    composed = model.composed_kernel().detach() if composed is None else composed
+    return composed.double() / model.std.double().view(1, -1, 1, 1)
 
 
 def grating_amplitudes(kernels: Tensor) -> dict[str, Tensor]:
@@ -189,7 +190,8 @@ def equivariance_error(model: ModularAE, image: Tensor, per_cell: int = 64, grid
 
 def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01) -> dict:
     """All measurements, the module classes, proposed groups and the acceptance checks."""
-    kernels = pixel_kernels(model)
+    composed = model.composed_kernel().detach().double()
+    kernels = pixel_kernels(model, composed)
     per_kernel, curves = kernel_stats(kernels)
     k, l = model.config.num_modules, model.config.module_channels
     with torch.inference_mode():
@@ -198,7 +200,7 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
     # would otherwise swamp every other module's share.
     energy = (recon - recon.mean((2, 3), keepdim=True)).pow(2).sum((1, 2, 3))
     share = energy / energy.sum().clamp_min(1e-30)
-    norms = model.composed_kernel().detach().double().reshape(k, -1).norm(dim=1)
+    norms = composed.reshape(k, -1).norm(dim=1)
     modules = []
     for i in range(k):
         ks = per_kernel[i * l : (i + 1) * l]

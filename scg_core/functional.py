@@ -177,10 +177,9 @@ def _pixel_shuffle(y: Tensor, stride: int, groups: int) -> Tensor:
 
 
 def conv_transpose2d_subpixel(
-    f: Tensor, weight: Tensor, stride: int = 1, groups: int = 1, size: tuple[int, int] | None = None, crop: int = 0
+    f: Tensor, weight: Tensor, stride: int = 1, groups: int = 1, size: tuple[int, int] | None = None
 ) -> Tensor:
-    """``F.conv_transpose2d(f, weight, stride=stride, groups=groups)`` without its first ``crop``
-    rows/columns, cut to ``size``.
+    """``F.conv_transpose2d(f, weight, stride=stride, groups=groups)`` (no padding), cut to ``size``.
 
     Computed as one ordinary convolution per output phase followed by a pixel shuffle: the same
     numbers, but on the fast regular-convolution kernels (PyTorch's CPU transposed grouped and
@@ -188,8 +187,8 @@ def conv_transpose2d_subpixel(
     """
     y = _pixel_shuffle(_phase_maps(f, weight, stride, groups), stride, groups)
     if size is None:
-        size = tuple((n - 1) * stride + weight.shape[-1] - crop for n in f.shape[-2:])
-    return y[..., crop : crop + size[0], crop : crop + size[1]]
+        size = tuple((n - 1) * stride + weight.shape[-1] for n in f.shape[-2:])
+    return y[..., : size[0], : size[1]]
 
 
 def _to_image(y: Tensor, stride: int, size: tuple[int, int], crop: int, clamp: bool) -> Tensor:
