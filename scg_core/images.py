@@ -88,3 +88,20 @@ def save_image(x: Tensor, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensor_to_pil(x).save(path)
     return path
+
+
+def fit_to_size(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale ``[B,C,H,W]`` to cover ``size = (H', W')`` and crop the centre (no distortion).
+
+    Downscaling is antialiased, so a 4× smaller hint does not alias fine lines. Returns ``x`` itself
+    when it already has that size.
+    """
+    H, W = (int(n) for n in size)
+    h, w = x.shape[-2:]
+    if (h, w) == (H, W):
+        return x
+    scale = max(H / h, W / w)
+    sh, sw = max(H, round(h * scale)), max(W, round(w * scale))
+    y = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1)
+    top, left = (sh - H) // 2, (sw - W) // 2
+    return y[..., top : top + H, left : left + W].contiguous()

@@ -1,0 +1,23 @@
+"""ComfyUI nodes for SCG (classic V1 node API). Thin adapters over :mod:`scg_core`."""
+
+from .deps import report_missing_packages
+from .models import register_model_folder
+from .hint_nodes import DecompositionSheet, LoadModularAE, ModularAEEncode
+from .controlnet_nodes import SCGControlNetApply
+
+report_missing_packages()
+register_model_folder()
+
+NODE_CLASS_MAPPINGS = {
+    "SCGLoadModularAE": LoadModularAE,
+    "SCGModularAEEncode": ModularAEEncode,
+    "SCGControlNetApply": SCGControlNetApply,
+    "SCGDecompositionSheet": DecompositionSheet,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SCGLoadModularAE": "Load Modular AE",
+    "SCGModularAEEncode": "Modular AE Encode (hypercolumn)",
+    "SCGControlNetApply": "SCG ControlNet Apply",
+    "SCGDecompositionSheet": "SCG Decomposition Sheet",
+}

@@ -1,0 +1,166 @@
+"""SCG ControlNet Apply: the hint of a source image, applied exactly as ComfyUI's own
+"Apply ControlNet (Advanced)" does, with checks that the ControlNet fits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+import torch
+
+from .deps import scg_core
+from .hint_nodes import AE_TOOLTIP, AE_TYPE, CATEGORY, GAINS_TOOLTIP, GROUPS_TOOLTIP, IMAGE_TOOLTIP, ae_or_default, compute_hint
+
+log = logging.getLogger("scg")
+
+SD15_CONTEXT_DIM, SD15_MODEL_CHANNELS = 768, 320
+HINT_WEIGHT_KEYS = ("input_hint_block.0.weight", "control_model.input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight")
+_info_by_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_header_cache: dict[tuple, tuple] = {}
+
+
+def sd15_problem(control_net) -> str | None:
+    """Why ``control_net`` is not an SD1.5 ControlNet for 3-channel hints, or ``None``."""
+    kind = type(control_net).__name__
+    if kind == "T2IAdapter":
+        return "this is a T2I-Adapter, not a ControlNet; load an SD1.5 ControlNet with 'Load ControlNet Model'"
+    model = getattr(control_net, "control_model", None)
+    if model is None:
+        return None if kind == "ControlLora" else f"this {kind} has no ControlNet model to check"
+    context = next((m.in_features for n, m in model.named_modules() if n.endswith("attn2.to_k") and hasattr(m, "in_features")), None)
+    family = {1024: "SD2.x", 2048: "SDXL"}.get(context, "not SD1.5")
+    if context is not None and context != SD15_CONTEXT_DIM:
+        return f"this ControlNet expects {context}-wide text conditioning ({family}); SCG ControlNets are for SD1.5 (768)"
+    if getattr(model, "model_channels", SD15_MODEL_CHANNELS) != SD15_MODEL_CHANNELS:
+        return f"this ControlNet has {model.model_channels} base channels; an SD1.5 ControlNet has 320"
+    hint = _hint_weight(model)
+    if hint is not None and hint.shape[1] != 3:
+        return f"this ControlNet takes {hint.shape[1]}-channel hints; SCG hints are RGB (3 channels)"
+    return None
+
+
+def _hint_weight(control_model):
+    block = getattr(control_model, "input_hint_block", None)
+    try:
+        return block[0].weight
+    except (TypeError, IndexError, AttributeError):
+        return None
+
+
+def _controlnet_files():
+    try:
+        import folder_paths
+    except ImportError:
+        return []
+    return [p for p in (folder_paths.get_full_path("controlnet", n) for n in folder_paths.get_filename_list("controlnet"))
+            if p and p.endswith(".safetensors")]
+
+
+def _scg_header(path: str):
+    """(ControlNetInfo or None, name of the hint weight) for a file, cached by modification time."""
+    from safetensors import safe_open
+
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _header_cache:
+        try:
+            info = scg_core().controlnet_meta.read_controlnet_info(path)
+            with safe_open(path, framework="pt") as f:
+                name = next((k for k in HINT_WEIGHT_KEYS if k in f.keys()), None)
+        except ValueError as e:
+            log.warning("SCG: %s", e)
+            info, name = None, None
+        _header_cache[key] = (info, name)
+    return _header_cache[key]
+
+
+def scg_info(control_net):
+    """The SCG metadata of the file ``control_net`` was loaded from, found by content.
+
+    The core loader keeps no file name, so the SCG ControlNets in ``models/controlnet`` are matched
+    by their hint-encoder's first convolution (a few hundred numbers, read lazily).
+    """
+    from safetensors import safe_open
+
+    model = getattr(control_net, "control_model", None)
+    weight = _hint_weight(model) if model is not None else None
+    if weight is None:
+        return None
+    if model in _info_by_model:
+        return _info_by_model[model]
+    found = None
+    ours = weight.detach().float().cpu()
+    for path in _controlnet_files():
+        info, name = _scg_header(path)
+        if info is None or name is None:
+            continue
+        with safe_open(path, framework="pt") as f:
+            theirs = f.get_tensor(name).float()
+        if theirs.shape == ours.shape and torch.allclose(theirs, ours, rtol=1e-2, atol=1e-3):
+            found = info
+            break
+    _info_by_model[model] = found
+    return found
+
+
+class SCGControlNetApply:
+    """Compute the SCG hint of a source image and apply a ControlNet with it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "control_net": ("CONTROL_NET", {"tooltip": "An SD1.5 ControlNet from 'Load ControlNet Model' (an SCG ControlNet)."}),
+                "image": ("IMAGE", {"tooltip": "The source image: " + IMAGE_TOOLTIP}),
+                "groups": ("STRING", {"default": "brightness", "multiline": False, "tooltip": GROUPS_TOOLTIP}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+            },
+            "optional": {
+                "modular_ae": (AE_TYPE, {"tooltip": AE_TOOLTIP}),
+                "gains": ("STRING", {"default": "", "multiline": False, "tooltip": GAINS_TOOLTIP}),
+                "latent": ("LATENT", {"tooltip": "The latent you sample: the hint is computed at its size × 8. "
+                                                 "Not connected: at the source image's size (ComfyUI then rescales it)."}),
+            },
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "IMAGE", "STRING")
+    RETURN_NAMES = ("positive", "negative", "hint", "info")
+    FUNCTION = "apply"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Computes the SCG hint of the source image at the generation resolution and applies the ControlNet "
+                   "with it, exactly like 'Apply ControlNet (Advanced)' (chains with other ControlNets).")
+
+    def apply(self, positive, negative, control_net, image, groups, strength, start_percent, end_percent,
+              modular_ae=None, gains="", latent=None):
+        problem = sd15_problem(control_net)
+        if problem:
+            raise ValueError(f"SCG ControlNet Apply: {problem}")
+        model = ae_or_default(modular_ae)
+        size = None
+        if latent is not None:
+            h, w = latent["samples"].shape[-2:]
+            size = (h * 8, w * 8)
+        hint, info = compute_hint(model, image, groups, gains, size)
+        lines = [info]
+        meta = scg_info(control_net)
+        if meta is not None:
+            core = scg_core()
+            problems = core.controlnet_meta.selection_mismatch(meta, model, core.selection.parse_groups(groups),
+                                                                core.selection.parse_gains(gains))
+            for p in problems:
+                log.warning("SCG ControlNet Apply: %s", p)
+            lines += [f"WARNING: {p}" for p in problems] or [f"groups match the ControlNet's training ({', '.join(g.name for g in meta.groups)})"]
+        else:
+            lines.append("no SCG metadata found for this ControlNet: group choice not checked")
+        import nodes as comfy_nodes  # ComfyUI's own nodes.py
+
+        positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
+            positive=positive, negative=negative, control_net=control_net, image=hint,
+            strength=strength, start_percent=start_percent, end_percent=end_percent)
+        text = "\n".join(lines)
+        return {"ui": {"text": [text]}, "result": (positive, negative, hint, text)}

@@ -1,0 +1,77 @@
+"""Full-size SD1.5-architecture models with random weights, for host tests (no downloads).
+
+Shapes follow ``../shared/HOSTS.md``: ComfyUI only recognises models whose shapes match a known
+architecture, so these are real SD1.5 shapes; the images they make are noise, the plumbing is real.
+Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
+
+* ``sd15/`` — a diffusers pipeline folder (``DiffusersLoader``)
+* ``scg_controlnet_sd15.safetensors`` — an SD1.5 ControlNet whose zero-convolutions are given
+  random values (so that it acts), carrying SCG metadata: trained on the default's ``brightness``
+* ``controlnet_sd21.safetensors`` — an SD2.1-shaped ControlNet (the "not SD1.5" case)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+VERSION = "v2"  # bump when what is built changes
+COMFY_SD1_TOKENIZER = ("comfy", "sd1_tokenizer")
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("SCG_TEST_CACHE", Path.home() / ".cache" / "scg-nodes-tests"))
+    return base / f"models-{VERSION}"
+
+
+def build(comfyui_dir: Path) -> Path:
+    """Build (or reuse) the cached models; returns the folder holding them."""
+    out = cache_dir()
+    if (out / "done").is_file():
+        return out
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    import scg_core
+    from scg_core.controlnet_meta import controlnet_metadata
+
+    shutil.rmtree(out, ignore_errors=True)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu"))
+    tok_dir = comfyui_dir.joinpath(*COMFY_SD1_TOKENIZER)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"))
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(tmp / "sd15")
+
+    cn = ControlNetModel.from_unet(unet)
+    with torch.no_grad():  # from_unet leaves the output convolutions at 0: give them values so it acts
+        for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
+            block.weight.normal_(0, 0.02)
+    sd = {k: v.to(torch.float16).contiguous() for k, v in cn.state_dict().items()}
+    meta = controlnet_metadata(scg_core.load_default(), ["brightness"])
+    save_file(sd, str(tmp / "scg_controlnet_sd15.safetensors"), metadata={"format": "pt", **meta})
+    del cn, sd, pipe, unet
+
+    sd21 = ControlNetModel(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in sd21.state_dict().items()},
+              str(tmp / "controlnet_sd21.safetensors"), metadata={"format": "pt"})
+    (tmp / "done").write_text(VERSION)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,62 @@
+"""Fixtures for tests against a real ComfyUI server (see comfy_server.py).
+
+These need the host packages (``pip install -e ".[host]"`` after ``torch==2.14.1 torchvision==0.29.1``).
+Without them the host tests are skipped with the reason — except when ``SCG_REQUIRE_HOSTS=1``
+(CI sets it), where a missing package is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .build_models import build, cache_dir
+from .comfy_server import REPO, ComfyServer, comfyui_source
+
+HOST_PACKAGES = ["torchvision", "torchsde", "aiohttp", "yaml", "scipy", "psutil", "transformers", "diffusers"]
+
+
+def _require_host_packages():
+    missing = [p for p in HOST_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        message = f"host tests need {', '.join(missing)} (pip install -e '.[host]')"
+        if os.environ.get("SCG_REQUIRE_HOSTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def comfyui_src():
+    _require_host_packages()
+    return comfyui_source(cache_dir().parent)
+
+
+@pytest.fixture(scope="session")
+def sd15_models(comfyui_src):
+    return build(comfyui_src)
+
+
+@pytest.fixture(scope="session")
+def comfy(comfyui_src, sd15_models, tmp_path_factory):
+    """A running ComfyUI with this repository in custom_nodes and the test models installed:
+    ``models/diffusers/sd15``, ``models/controlnet/{scg_controlnet_sd15,controlnet_sd21}.safetensors``,
+    ``models/scg/{my_ae,broken}.safetensors`` and the workflow images in ``input/``."""
+    server = ComfyServer(comfyui_src, tmp_path_factory.mktemp("comfyui"))
+    (server.models / "diffusers").mkdir(exist_ok=True)
+    (server.models / "diffusers" / "sd15").symlink_to(sd15_models / "sd15", target_is_directory=True)
+    for name in ("scg_controlnet_sd15.safetensors", "controlnet_sd21.safetensors"):
+        (server.models / "controlnet" / name).symlink_to(sd15_models / name)
+    scg = server.models / "scg"
+    scg.mkdir(exist_ok=True)
+    default = REPO / "scg_core" / "weights" / "default.safetensors"
+    shutil.copy(default, scg / "my_ae.safetensors")
+    (scg / "broken.safetensors").write_bytes(default.read_bytes()[:5000])  # truncated download
+    for image in (REPO / "workflows" / "images").iterdir():
+        shutil.copy(image, server.input / image.name)
+    server.start()
+    yield server
+    server.stop()

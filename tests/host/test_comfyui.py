@@ -1,0 +1,173 @@
+"""The node pack in a real ComfyUI server: definitions, workflows, generation, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nodes import NODE_CLASS_MAPPINGS
+from nodes.workflow_format import definition_of, to_api, validate
+from scg_core import load_default
+from scg_core.images import pil_to_tensor
+
+from .comfy_server import REPO, error_message
+
+WORKFLOWS = REPO / "workflows"
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads((WORKFLOWS / name).read_text())
+
+
+def test_object_info_lists_our_nodes_as_declared(comfy):
+    info = comfy.get("/object_info")
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        assert name in info, f"{name} missing from /object_info"
+        live, ours = info[name], definition_of(cls)
+        assert live["category"] == "SCG" and live["output"] == ours["output"]
+        for section in ("required", "optional"):
+            assert list(live["input"].get(section, {})) == list(ours["input"].get(section, {}))
+            for inp, spec in ours["input"].get(section, {}).items():
+                if inp != "ae_name":
+                    assert live["input"][section][inp] == spec
+                assert (len(spec) > 1 and "tooltip" in spec[1]) or spec[0] in ("CONDITIONING", "FLOAT")
+    choices = info["SCGLoadModularAE"]["input"]["required"]["ae_name"][0]
+    assert choices[0] == "default (bundled)" and "my_ae.safetensors" in choices
+    assert info["SCGModularAEEncode"]["display_name"] == "Modular AE Encode (hypercolumn)"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
+def test_workflows_agree_with_the_live_node_definitions(comfy, name):
+    assert validate(load_workflow(name), comfy.get("/object_info")) == []
+
+
+def expected_hint(model, image_path: Path, groups):
+    """What ComfyUI's LoadImage + our node + SaveImage should write: the scg_core hint, ×255 truncated."""
+    x = pil_to_tensor(Image.open(image_path))
+    with torch.inference_mode():
+        hint = model.hint(x, groups)[0].permute(1, 2, 0).numpy()
+    return np.clip(255.0 * hint, 0, 255).astype(np.uint8)
+
+
+def test_hint_gallery_workflow_outputs_are_the_scg_core_hints(comfy):
+    defs = comfy.get("/object_info")
+    prompt = to_api(load_workflow("scg_hint_gallery.json"), defs)
+    entry = comfy.run(prompt)
+    assert error_message(entry) is None, error_message(entry)
+    model = load_default()
+    checked = 0
+    for node_id, node in prompt.items():
+        if node["class_type"] != "SaveImage":
+            continue
+        src_id = node["inputs"]["images"][0]
+        ref = entry["outputs"][node_id]["images"][0]
+        got = comfy.image(ref)
+        if prompt[src_id]["class_type"] == "SCGDecompositionSheet":
+            assert got.shape[1] == 6 * 256 and got.std() > 10  # six tiles per row, not blank
+            continue
+        groups = prompt[src_id]["inputs"]["groups"]
+        want = expected_hint(model, comfy.input / "chelsea.jpg", None if groups == "all" else [groups])
+        assert got.shape == want.shape
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.999, f"{groups}: max diff {diff.max()}"
+        checked += 1
+    assert checked == 4
+
+
+def generation_prompt(comfy, strength: float, groups: str = "brightness") -> dict:
+    """The sketch → photo workflow at 128×128 with 2 steps, on the random-weight SD1.5."""
+    prompt = to_api(load_workflow("scg_sketch_to_photo.json"), comfy.get("/object_info"))
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            node["class_type"], node["inputs"] = "DiffusersLoader", {"model_path": "sd15"}
+        elif kind == "EmptyLatentImage":
+            inputs.update(width=128, height=128)
+        elif kind == "KSampler":
+            inputs.update(steps=2, sampler_name="euler", seed=1)
+        elif kind == "SCGControlNetApply":
+            inputs.update(strength=strength, groups=groups)
+    return prompt
+
+
+def outputs_of(prompt: dict, entry: dict, kind: str) -> list:
+    return [entry["outputs"][i] for i, n in prompt.items() if n["class_type"] == kind and i in entry["outputs"]]
+
+
+def test_sd15_graph_with_scg_controlnet_apply_generates_and_the_controlnet_acts(comfy):
+    images = {}
+    for strength in (1.0, 0.0):
+        prompt = generation_prompt(comfy, strength)
+        entry = comfy.run(prompt)
+        assert error_message(entry) is None, error_message(entry)
+        images[strength] = comfy.image(outputs_of(prompt, entry, "SaveImage")[0]["images"][0]).astype(float)
+        hint = comfy.image(outputs_of(prompt, entry, "PreviewImage")[0]["images"][0])
+        assert hint.shape == (128, 128, 3)  # computed at the generation resolution
+        if strength == 1.0:
+            text = outputs_of(prompt, entry, "SCGControlNetApply")[0]["text"][0]
+            assert "groups match the ControlNet's training (brightness)" in text
+    assert images[1.0].shape == (128, 128, 3)
+    assert np.abs(images[1.0] - images[0.0]).mean() > 1.0  # mean pixel difference, in 0–255 levels
+
+
+def test_group_mismatch_with_the_controlnet_metadata_is_reported(comfy):
+    prompt = generation_prompt(comfy, 1.0, groups="colour")
+    entry = comfy.run(prompt)
+    assert error_message(entry) is None, error_message(entry)
+    text = outputs_of(prompt, entry, "SCGControlNetApply")[0]["text"][0]
+    assert "WARNING: this ControlNet was trained on the groups [brightness], but the hint keeps [colour]" in text
+    assert "trained on the groups [brightness]" in comfy.log_tail(20000)
+
+
+def encode_prompt(groups="brightness", ae_name=None, gains=""):
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "scg_lowres.png"}},
+              "2": {"class_type": "SCGModularAEEncode", "inputs": {"image": ["1", 0], "groups": groups, "gains": gains}},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    if ae_name is not None:
+        prompt["4"] = {"class_type": "SCGLoadModularAE", "inputs": {"ae_name": ae_name}}
+        prompt["2"]["inputs"]["modular_ae"] = ["4", 0]
+    return prompt
+
+
+def test_a_second_autoencoder_from_models_scg_runs(comfy):
+    entry = comfy.run(encode_prompt("colour", ae_name="my_ae.safetensors"))
+    assert error_message(entry) is None, error_message(entry)
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    (encode_prompt(ae_name="broken.safetensors"), "broken.safetensors is not a readable safetensors file"),
+    (encode_prompt(groups="edgez"), "unknown group 'edgez'; this autoencoder's groups are: colour, brightness"),
+    (encode_prompt(gains="colour=lots"), "gains: cannot read 'colour=lots'"),
+], ids=["corrupt-weights", "unknown-group", "bad-gains"])
+def test_bad_input_is_a_comfyui_error_naming_the_problem(comfy, prompt, expected):
+    entry = comfy.run(prompt)
+    message = error_message(entry)
+    assert message is not None and expected in message, message
+
+
+def test_missing_weight_file_is_an_error_naming_it(comfy):
+    # This ComfyUI validates only required inputs before running, so a loader joined through our
+    # optional input reaches execution; either way the user must see the file name.
+    status, reply = comfy.queue(encode_prompt(ae_name="gone.safetensors"))
+    if status == 400:
+        assert "gone.safetensors" in json.dumps(reply) and "not in list" in json.dumps(reply)
+        return
+    entry = comfy.wait(reply["prompt_id"])
+    message = error_message(entry)
+    assert message is not None and "modular autoencoder 'gone.safetensors' not found in" in message, message
+    assert "models/scg" in message
+
+
+def test_non_sd15_controlnet_is_an_error(comfy):
+    prompt = generation_prompt(comfy, 1.0)
+    for node in prompt.values():
+        if node["class_type"] == "ControlNetLoader":
+            node["inputs"]["control_net_name"] = "controlnet_sd21.safetensors"
+    entry = comfy.run(prompt)
+    message = error_message(entry)
+    assert message is not None and "1024-wide text conditioning (SD2.x)" in message and "SD1.5" in message, message

@@ -1,0 +1,196 @@
+"""Write the shareable workflows in this folder (ComfyUI UI format, v0.4), so that every node,
+link and widget agrees with the node definitions. Run from the repository root:
+
+    python workflows/build.py
+
+Core node definitions come from ``tests/data/comfyui_core_object_info.json`` (a snapshot of a real
+ComfyUI's ``/object_info``); ours from the node classes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nodes import NODE_CLASS_MAPPINGS  # noqa: E402
+from nodes.workflow_format import definition_of, inputs_of, is_widget, validate, widget_slots  # noqa: E402
+
+
+def all_definitions() -> dict:
+    defs = json.loads((ROOT / "tests" / "data" / "comfyui_core_object_info.json").read_text())
+    defs.update({name: definition_of(cls) for name, cls in NODE_CLASS_MAPPINGS.items()})
+    return defs
+
+
+class Graph:
+    """A UI-format workflow under construction."""
+
+    def __init__(self, defs: dict):
+        self.defs, self.nodes, self.links = defs, [], []
+
+    def add(self, kind: str, pos: tuple[int, int], size=(320, 120), title: str | None = None, **values) -> int:
+        defn = self.defs[kind]
+        widgets = []
+        for name, role in widget_slots(defn):
+            spec = dict((n, s) for n, s, _ in inputs_of(defn))[name]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else "")
+            widgets.append({"value": values.pop(name, default), "control_after_generate": "fixed", "upload": "image"}[role])
+        if values:
+            raise KeyError(f"{kind} has no widgets {sorted(values)}")
+        node = {
+            "id": len(self.nodes) + 1, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
+            "order": len(self.nodes), "mode": 0,
+            "inputs": [{"name": n, "type": "COMBO" if isinstance(s[0], list) else s[0], "link": None}
+                       for n, s, _ in inputs_of(defn) if not is_widget(s)],
+            "outputs": [{"name": on, "type": ot, "links": [], "slot_index": i}
+                        for i, (ot, on) in enumerate(zip(defn["output"], defn.get("output_name", defn["output"])))],
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": widgets,
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node["id"]
+
+    def note(self, text: str, pos: tuple[int, int], size=(420, 260)) -> int:
+        self.nodes.append({"id": len(self.nodes) + 1, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
+                           "order": len(self.nodes), "mode": 0, "properties": {"text": ""}, "widgets_values": [text],
+                           "color": "#432", "bgcolor": "#653"})
+        return self.nodes[-1]["id"]
+
+    def link(self, src: int, output: str, dst: int, input: str) -> None:
+        s, d = self.nodes[src - 1], self.nodes[dst - 1]
+        slot = next(i for i, o in enumerate(s["outputs"]) if o["name"] == output)
+        dslot = next(i for i, o in enumerate(d["inputs"]) if o["name"] == input)
+        link_id = len(self.links) + 1
+        kind = s["outputs"][slot]["type"]
+        self.links.append([link_id, src, slot, dst, dslot, kind])
+        s["outputs"][slot]["links"].append(link_id)
+        d["inputs"][dslot]["link"] = link_id
+
+    def to_json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def hint_gallery(defs) -> dict:
+    g = Graph(defs)
+    g.note("SCG hint gallery — no Stable Diffusion model needed.\n\n"
+           "Load any image: each 'Modular AE Encode (hypercolumn)' keeps some groups of the modular "
+           "autoencoder and decodes them back to an image — the SCG hint a ControlNet sees. "
+           "The decomposition sheet shows every group and every module.\n\n"
+           "Groups of the bundled default: colour, brightness, mixed, texture ('all' = the full reconstruction). "
+           "Load the official SCG autoencoder (converted with `python -m scg_core.convert official-ae`) "
+           "for HC0–HC5.", (20, 20))
+    image = g.add("LoadImage", (20, 320), (320, 360), image="chelsea.jpg")
+    ae = g.add("SCGLoadModularAE", (20, 720), (320, 80))
+    for i, groups in enumerate(["brightness", "colour", "texture", "all"]):
+        enc = g.add("SCGModularAEEncode", (400, 20 + 200 * i), (320, 130), groups=groups)
+        g.link(image, "IMAGE", enc, "image")
+        g.link(ae, "modular_ae", enc, "modular_ae")
+        save = g.add("SaveImage", (760, 20 + 200 * i), (300, 180), filename_prefix=f"scg_gallery/{groups}")
+        g.link(enc, "hint", save, "images")
+    sheet = g.add("SCGDecompositionSheet", (400, 820), (320, 100))
+    g.link(image, "IMAGE", sheet, "image")
+    g.link(ae, "modular_ae", sheet, "modular_ae")
+    save = g.add("SaveImage", (760, 820), (600, 400), filename_prefix="scg_gallery/sheet")
+    g.link(sheet, "sheet", save, "images")
+    return g.to_json()
+
+
+def generation(defs, note: str, image: str, groups: str, prompt: str, size=(512, 512)) -> dict:
+    """Source image → SCG ControlNet Apply → SD1.5 → image, with the hint previewed."""
+    g = Graph(defs)
+    g.note(note, (20, 20), (420, 300))
+    ckpt = g.add("CheckpointLoaderSimple", (20, 360), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    pos = g.add("CLIPTextEncode", (380, 20), (400, 160), title="Positive prompt", text=prompt)
+    neg = g.add("CLIPTextEncode", (380, 220), (400, 160), title="Negative prompt",
+                text="lowres, blurry, deformed, watermark, text")
+    g.link(ckpt, "CLIP", pos, "clip")
+    g.link(ckpt, "CLIP", neg, "clip")
+    src = g.add("LoadImage", (20, 500), (320, 360), image=image)
+    cn = g.add("ControlNetLoader", (380, 420), (400, 80), control_net_name="scg_controlnet_sd15.safetensors")
+    ae = g.add("SCGLoadModularAE", (380, 540), (400, 80))
+    latent = g.add("EmptyLatentImage", (380, 660), (400, 110), width=size[0], height=size[1], batch_size=1)
+    apply = g.add("SCGControlNetApply", (820, 20), (360, 300), groups=groups)
+    for src_node, out, inp in [(pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"), (cn, "CONTROL_NET", "control_net"),
+                               (src, "IMAGE", "image"), (ae, "modular_ae", "modular_ae"), (latent, "LATENT", "latent")]:
+        g.link(src_node, out, apply, inp)
+    sampler = g.add("KSampler", (1220, 20), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral")
+    g.link(ckpt, "MODEL", sampler, "model")
+    g.link(apply, "positive", sampler, "positive")
+    g.link(apply, "negative", sampler, "negative")
+    g.link(latent, "LATENT", sampler, "latent_image")
+    decode = g.add("VAEDecode", (1220, 330), (200, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(ckpt, "VAE", decode, "vae")
+    save = g.add("SaveImage", (1580, 20), (420, 460), filename_prefix="scg")
+    g.link(decode, "IMAGE", save, "images")
+    preview = g.add("PreviewImage", (820, 360), (360, 360), title="The hint the ControlNet sees")
+    g.link(apply, "hint", preview, "images")
+    return g.to_json()
+
+
+CONTROLNET_NOTE = ("\n\nNeeds: an SD1.5 checkpoint in models/checkpoints and an SCG ControlNet "
+                   "(trained with `python -m training.train_controlnet`) in models/controlnet. The hint is computed "
+                   "at the latent's size; the node's 'info' output and the console say if the groups differ "
+                   "from those the ControlNet was trained on.")
+
+
+def workflows(defs) -> dict[str, dict]:
+    return {
+        "scg_hint_gallery.json": hint_gallery(defs),
+        "scg_sketch_to_photo.json": generation(
+            defs, "Sketch → photo.\n\nA line drawing keeps its strokes as dark luminance: the brightness group carries "
+            "them (with the official autoencoder choose the edges groups 'HC2, HC3')." + CONTROLNET_NOTE,
+            "scg_sketch.png", "brightness", "a photo of a cat, detailed fur, natural light"),
+        "scg_painting_to_photo.json": generation(
+            defs, "Ink or oil painting → photo.\n\nThe brightness group keeps the painting's shapes and shading and drops "
+            "its colours and brush texture, so the ControlNet renders a photograph of the same scene." + CONTROLNET_NOTE,
+            "scg_painting.png", "brightness", "a photograph of an astronaut, studio portrait, sharp focus"),
+        "scg_super_resolution.json": generation(
+            defs, "Super-resolution.\n\nA small image is scaled to the latent's size, then colour and brightness "
+            "(its coarse content) guide a detailed re-rendering at full resolution." + CONTROLNET_NOTE,
+            "scg_lowres.png", "colour, brightness", "a high resolution photograph, sharp details"),
+        "scg_dehazing.json": generation(
+            defs, "Dehazing.\n\nHaze lifts the darks and washes out colour; raise the brightness gain to restore "
+            "contrast (the 'gains' widget, e.g. 'brightness=1.4')." + CONTROLNET_NOTE,
+            "scg_hazy.png", "colour, brightness", "a clear photograph, vivid colours, high contrast"),
+    }
+
+
+def example_images(out: Path) -> None:
+    """Inputs for the workflows (copy them into ComfyUI/input), made from ``examples/``."""
+    from PIL import Image, ImageChops, ImageFilter, ImageOps
+
+    out.mkdir(exist_ok=True)
+    cat = Image.open(ROOT / "examples" / "chelsea.jpg").convert("RGB")
+    astronaut = Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB")
+    cat.save(out / "chelsea.jpg", quality=92)
+    edges = ImageOps.grayscale(cat).filter(ImageFilter.GaussianBlur(1.2)).filter(ImageFilter.FIND_EDGES)
+    sketch = ImageOps.invert(edges.point(lambda v: 255 if v > 10 else v * 12))  # dark strokes on white
+    sketch.convert("RGB").save(out / "scg_sketch.png")
+    ink = ImageOps.posterize(ImageOps.grayscale(astronaut).filter(ImageFilter.ModeFilter(7)), 3)
+    ImageChops.multiply(ink.convert("RGB"), Image.new("RGB", ink.size, (236, 226, 204))).save(out / "scg_painting.png")
+    astronaut.resize((128, 128), Image.Resampling.LANCZOS).save(out / "scg_lowres.png")
+    Image.blend(cat, Image.new("RGB", cat.size, (205, 210, 215)), 0.55).save(out / "scg_hazy.png")
+
+
+def main() -> None:
+    example_images(Path(__file__).parent / "images")
+    defs = all_definitions()
+    for name, wf in workflows(defs).items():
+        problems = validate(wf, defs)
+        if problems:
+            raise SystemExit(f"{name}: " + "; ".join(problems))
+        (Path(__file__).parent / name).write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()
