@@ -66,3 +66,13 @@ def test_api_conversion_maps_widgets_and_links(defs):
     assert api[sampler["inputs"]["positive"][0]]["class_type"] == "SCGControlNetApply"
     assert "Note" not in {n["class_type"] for n in api.values()}
     assert [r for _, r in widget_slots(defs["KSampler"])].count("control_after_generate") == 1
+
+
+def test_committed_workflows_are_what_build_py_writes(defs):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("workflows_build", ROOT / "workflows" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for name, wf in build.workflows(build.all_definitions()).items():
+        assert json.loads((ROOT / "workflows" / name).read_text()) == json.loads(json.dumps(wf)), f"{name}: run python workflows/build.py"

@@ -86,19 +86,19 @@ def hint_gallery(defs) -> dict:
            "The decomposition sheet shows every group and every module.\n\n"
            "Groups of the bundled default: colour, brightness, mixed, texture ('all' = the full reconstruction). "
            "Load the official SCG autoencoder (converted with `python -m scg_core.convert official-ae`) "
-           "for HC0–HC5.", (20, 20))
+           "for HC0–HC5.", (20, 20), (340, 280))
     image = g.add("LoadImage", (20, 320), (320, 360), image="chelsea.jpg")
     ae = g.add("SCGLoadModularAE", (20, 720), (320, 80))
     for i, groups in enumerate(["brightness", "colour", "texture", "all"]):
-        enc = g.add("SCGModularAEEncode", (400, 20 + 200 * i), (320, 130), groups=groups)
+        enc = g.add("SCGModularAEEncode", (400, 20 + 160 * i), (320, 130), groups=groups)
         g.link(image, "IMAGE", enc, "image")
         g.link(ae, "modular_ae", enc, "modular_ae")
-        save = g.add("SaveImage", (760, 20 + 200 * i), (300, 180), filename_prefix=f"scg_gallery/{groups}")
+        save = g.add("SaveImage", (760 + 320 * (i % 2), 20 + 300 * (i // 2)), (300, 280), filename_prefix=f"scg_gallery/{groups}")
         g.link(enc, "hint", save, "images")
-    sheet = g.add("SCGDecompositionSheet", (400, 820), (320, 100))
+    sheet = g.add("SCGDecompositionSheet", (400, 680), (320, 100))
     g.link(image, "IMAGE", sheet, "image")
     g.link(ae, "modular_ae", sheet, "modular_ae")
-    save = g.add("SaveImage", (760, 820), (600, 400), filename_prefix="scg_gallery/sheet")
+    save = g.add("SaveImage", (760, 620), (620, 420), filename_prefix="scg_gallery/sheet")
     g.link(sheet, "sheet", save, "images")
     return g.to_json()
 
@@ -106,32 +106,32 @@ def hint_gallery(defs) -> dict:
 def generation(defs, note: str, image: str, groups: str, prompt: str, size=(512, 512)) -> dict:
     """Source image → SCG ControlNet Apply → SD1.5 → image, with the hint previewed."""
     g = Graph(defs)
-    g.note(note, (20, 20), (420, 300))
-    ckpt = g.add("CheckpointLoaderSimple", (20, 360), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    pos = g.add("CLIPTextEncode", (380, 20), (400, 160), title="Positive prompt", text=prompt)
-    neg = g.add("CLIPTextEncode", (380, 220), (400, 160), title="Negative prompt",
+    g.note(note, (20, 20), (340, 320))
+    ckpt = g.add("CheckpointLoaderSimple", (20, 380), (340, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    pos = g.add("CLIPTextEncode", (400, 20), (400, 160), title="Positive prompt", text=prompt)
+    neg = g.add("CLIPTextEncode", (400, 220), (400, 160), title="Negative prompt",
                 text="lowres, blurry, deformed, watermark, text")
     g.link(ckpt, "CLIP", pos, "clip")
     g.link(ckpt, "CLIP", neg, "clip")
-    src = g.add("LoadImage", (20, 500), (320, 360), image=image)
-    cn = g.add("ControlNetLoader", (380, 420), (400, 80), control_net_name="scg_controlnet_sd15.safetensors")
-    ae = g.add("SCGLoadModularAE", (380, 540), (400, 80))
-    latent = g.add("EmptyLatentImage", (380, 660), (400, 110), width=size[0], height=size[1], batch_size=1)
-    apply = g.add("SCGControlNetApply", (820, 20), (360, 300), groups=groups)
+    src = g.add("LoadImage", (20, 520), (340, 360), image=image)
+    cn = g.add("ControlNetLoader", (400, 420), (400, 80), control_net_name="scg_controlnet_sd15.safetensors")
+    ae = g.add("SCGLoadModularAE", (400, 540), (400, 80))
+    latent = g.add("EmptyLatentImage", (400, 660), (400, 110), width=size[0], height=size[1], batch_size=1)
+    apply = g.add("SCGControlNetApply", (840, 20), (360, 300), groups=groups)
     for src_node, out, inp in [(pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"), (cn, "CONTROL_NET", "control_net"),
                                (src, "IMAGE", "image"), (ae, "modular_ae", "modular_ae"), (latent, "LATENT", "latent")]:
         g.link(src_node, out, apply, inp)
-    sampler = g.add("KSampler", (1220, 20), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral")
+    sampler = g.add("KSampler", (1240, 20), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral")
     g.link(ckpt, "MODEL", sampler, "model")
     g.link(apply, "positive", sampler, "positive")
     g.link(apply, "negative", sampler, "negative")
     g.link(latent, "LATENT", sampler, "latent_image")
-    decode = g.add("VAEDecode", (1220, 330), (200, 50))
+    decode = g.add("VAEDecode", (1240, 330), (200, 50))
     g.link(sampler, "LATENT", decode, "samples")
     g.link(ckpt, "VAE", decode, "vae")
-    save = g.add("SaveImage", (1580, 20), (420, 460), filename_prefix="scg")
+    save = g.add("SaveImage", (1600, 20), (420, 460), filename_prefix="scg")
     g.link(decode, "IMAGE", save, "images")
-    preview = g.add("PreviewImage", (820, 360), (360, 360), title="The hint the ControlNet sees")
+    preview = g.add("PreviewImage", (840, 360), (360, 360), title="The hint the ControlNet sees")
     g.link(apply, "hint", preview, "images")
     return g.to_json()
 

@@ -1,0 +1,133 @@
+"""The ComfyUI nodes outside ComfyUI: IMAGE handling, errors, the ControlNet checks, and the
+pack's import (as ComfyUI performs it). The same nodes run in a real ComfyUI in tests/host/."""
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nodes import NODE_CLASS_MAPPINGS
+from nodes.controlnet_nodes import sd15_problem
+from scg_core import load_default
+
+ROOT = Path(__file__).resolve().parent.parent
+Encode = NODE_CLASS_MAPPINGS["SCGModularAEEncode"]
+
+
+def encode(image, groups="brightness", gains=""):
+    return Encode().encode(image, groups, gains=gains)["result"]
+
+
+def test_encode_matches_scg_core_for_a_batch_channels_last():
+    images = torch.rand(3, 40, 56, 3)
+    hint, info = encode(images, "brightness, colour")
+    want = load_default().hint(images.movedim(-1, 1), ["brightness", "colour"]).movedim(1, -1)
+    assert hint.shape == (3, 40, 56, 3) and hint.dtype == torch.float32 and hint.is_contiguous()
+    assert torch.allclose(hint, want, atol=1e-6)
+    assert "3 image(s) 56×40" in info and "[brightness, colour]" in info
+
+
+def test_gray_rgba_and_uint8_inputs_become_rgb():
+    gray = torch.rand(1, 32, 32, 1)
+    assert torch.allclose(encode(gray)[0], encode(gray.expand(-1, -1, -1, 3))[0])
+    rgba = torch.cat([torch.rand(1, 32, 32, 3), torch.zeros(1, 32, 32, 1)], -1)  # fully transparent
+    assert torch.allclose(encode(rgba)[0], encode(torch.ones(1, 32, 32, 3))[0])  # = white
+    u8 = (torch.rand(1, 32, 32, 3) * 255).to(torch.uint8)
+    assert torch.allclose(encode(u8)[0], encode(u8.float() / 255)[0])
+
+
+@pytest.mark.parametrize("image, message", [
+    (torch.rand(1, 32, 32, 5), "1–4 channels"),
+    (torch.rand(2, 3, 32, 32, 3), "1–4 channels"),
+    (torch.randint(0, 9, (1, 32, 32, 3), dtype=torch.int32), "float values"),
+    (torch.rand(1, 8, 8, 3), "at least 21×21"),
+])
+def test_bad_images_are_named(image, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        encode(image)
+
+
+def test_bad_groups_list_the_available_ones():
+    with pytest.raises(ValueError, match="unknown group 'edgez'.*brightness"):
+        encode(torch.rand(1, 32, 32, 3), "brightness, edgez")
+
+
+def test_gains_scale_a_group():
+    x = torch.rand(1, 32, 32, 3)
+    assert not torch.allclose(encode(x, "brightness")[0], encode(x, "brightness", "brightness=0.5")[0])
+
+
+def test_decomposition_sheet_node():
+    sheet = NODE_CLASS_MAPPINGS["SCGDecompositionSheet"]().sheet(torch.rand(2, 48, 64, 3), 128)[0]
+    assert sheet.shape[0] == 2 and sheet.shape[-1] == 3 and sheet.shape[2] == 6 * 128
+
+
+class _Attention(nn.Module):
+    def __init__(self, context):
+        super().__init__()
+        self.to_k = nn.Linear(context, 8)
+
+
+def fake_controlnet(context=768, channels=320, hint_channels=3):
+    model = nn.Module()
+    model.model_channels = channels
+    model.input_hint_block = nn.Sequential(nn.Conv2d(hint_channels, 16, 3))
+    model.block = nn.Module()
+    model.block.attn2 = _Attention(context)
+    cn = type("ControlNet", (), {})()
+    cn.control_model = model
+    return cn
+
+
+def test_sd15_check_names_what_it_found():
+    assert sd15_problem(fake_controlnet()) is None
+    assert "SD2.x" in sd15_problem(fake_controlnet(context=1024))
+    assert "SDXL" in sd15_problem(fake_controlnet(context=2048))
+    assert "320" in sd15_problem(fake_controlnet(channels=192))
+    assert "1-channel hints" in sd15_problem(fake_controlnet(hint_channels=1))
+    assert "T2I-Adapter" in sd15_problem(type("T2IAdapter", (), {})())
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd="/")
+
+
+def test_pack_imports_like_comfyui_loads_it_without_heavy_modules():
+    result = run_python(f"""
+        import importlib.util, sys, time
+        t = time.perf_counter()
+        spec = importlib.util.spec_from_file_location("scg-nodes", {str(ROOT / '__init__.py')!r})
+        module = importlib.util.module_from_spec(spec); sys.modules["scg-nodes"] = module
+        spec.loader.exec_module(module)
+        print(sorted(module.NODE_DISPLAY_NAME_MAPPINGS.values()))
+        print("kornia" in sys.modules, "scg_core.model" in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr
+    names, heavy = result.stdout.strip().splitlines()
+    assert "Modular AE Encode (hypercolumn)" in names and "SCG ControlNet Apply" in names
+    assert heavy == "False False"
+
+
+def test_missing_package_is_named_at_run_time_not_a_start_up_traceback():
+    result = run_python(f"""
+        import importlib.util, sys
+        real = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "safetensors" else real(name, *a)
+        spec = importlib.util.spec_from_file_location("scg-nodes", {str(ROOT / '__init__.py')!r})
+        module = importlib.util.module_from_spec(spec); sys.modules["scg-nodes"] = module
+        spec.loader.exec_module(module)
+        import torch
+        try:
+            module.NODE_CLASS_MAPPINGS["SCGModularAEEncode"]().encode(torch.rand(1, 32, 32, 3), "brightness")
+        except RuntimeError as e:
+            print("RUNTIME:", e)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "missing Python package(s) safetensors" in result.stderr  # the start-up log line
+    assert "RUNTIME: SCG nodes need the Python package(s) safetensors: run `pip install safetensors`" in result.stdout
+    assert "Traceback" not in result.stderr
