@@ -131,3 +131,66 @@ def test_missing_package_is_named_at_run_time_not_a_start_up_traceback():
     assert "missing Python package(s) safetensors" in result.stderr  # the start-up log line
     assert "RUNTIME: SCG nodes need the Python package(s) safetensors: run `pip install safetensors`" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_autoencoder_is_cached_and_reloaded_when_the_file_changes(tmp_path, monkeypatch):
+    from nodes import models
+    from scg_core import save
+
+    assert models.load(models.DEFAULT_NAME) is models.load(models.DEFAULT_NAME)
+    path = tmp_path / "mine.safetensors"
+    save(load_default(), path)
+    fake = type("folder_paths", (), {"get_full_path": staticmethod(lambda folder, name: str(tmp_path / name)),
+                                     "get_filename_list": staticmethod(lambda folder: ["mine.safetensors"]),
+                                     "get_folder_paths": staticmethod(lambda folder: [str(tmp_path)])})
+    monkeypatch.setattr(models, "_folder_paths", lambda: fake)
+    assert models.list_autoencoders() == [models.DEFAULT_NAME, "mine.safetensors"]
+    first = models.load("mine.safetensors")
+    assert models.load("mine.safetensors") is first
+    import os
+    os.utime(path, ns=(1, 1))  # the file was replaced
+    assert models.load("mine.safetensors") is not first
+    with pytest.raises(FileNotFoundError, match="'gone.safetensors' not found in"):
+        models.load("gone.safetensors")
+
+
+def test_comfyui_hooks_progress_interruption_and_devices(monkeypatch):
+    """With ComfyUI's model_management/utils present, a batch reports progress per image, stops at
+    the cancel button and leaves its result on the intermediate device."""
+    import types
+
+    calls = {"updates": 0, "checks": 0}
+
+    class Interrupted(Exception):
+        pass
+
+    mm = types.ModuleType("comfy.model_management")
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.intermediate_device = lambda: torch.device("meta")
+
+    def check():
+        calls["checks"] += 1
+        if calls.get("cancel_at") == calls["checks"]:
+            raise Interrupted()
+    mm.throw_exception_if_processing_interrupted = check
+    utils = types.ModuleType("comfy.utils")
+
+    class ProgressBar:
+        def __init__(self, total):
+            calls["total"] = total
+
+        def update(self, n):
+            calls["updates"] += n
+    utils.ProgressBar = ProgressBar
+    comfy = types.ModuleType("comfy")
+    comfy.model_management, comfy.utils = mm, utils
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+
+    hint, _ = encode(torch.rand(4, 32, 32, 3))
+    assert hint.device.type == "meta" and calls["total"] == 4 and calls["updates"] == 4
+    calls.update(updates=0, checks=0, cancel_at=3)
+    with pytest.raises(Interrupted):
+        encode(torch.rand(4, 32, 32, 3))
+    assert calls["updates"] == 2  # two images done, stopped before the third
