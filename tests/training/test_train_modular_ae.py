@@ -33,9 +33,9 @@ def photos(tmp_path_factory):
     return root
 
 
-def run_cli(args, **kw):
+def run_cli(args, stdout=subprocess.PIPE, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "training.train_modular_ae", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "training.train_modular_ae", *args], stdout=stdout,
                             stderr=subprocess.STDOUT, text=True, env=env, **kw)
 
 
@@ -91,13 +91,21 @@ def test_kill_and_resume_equals_an_uninterrupted_run(photos, tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint(photos, tmp_path):
     out = tmp_path / "ae.safetensors"
-    proc = run_cli(["--data", str(photos), "--output", str(out), "--steps", "100000", "--checkpoint-every", "100000", *TINY])
-    log = tmp_path / "ae_checkpoints" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (log.exists() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    text, _ = proc.communicate(timeout=60)
+    console = tmp_path / "console.txt"  # a file, not a pipe: a full pipe must not stall the trainer
+    with console.open("w") as sink:
+        proc = run_cli(["--data", str(photos), "--output", str(out), "--steps", "100000", "--checkpoint-every", "100000", *TINY],
+                       stdout=sink)
+        log = tmp_path / "ae_checkpoints" / "metrics.jsonl"
+        deadline = time.time() + 300
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert log.exists() and len(log.read_text().splitlines()) >= 3, console.read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    text = console.read_text()
     assert proc.returncode == 130, text
     assert "continue with --resume latest" in text
     saved = list((tmp_path / "ae_checkpoints").glob("step-*.pt"))
