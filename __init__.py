@@ -16,7 +16,7 @@ if importlib.util.find_spec("scg_core") is None:
 
 try:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-except Exception as e:  # never break ComfyUI's start-up
+except Exception as e:  # noqa: BLE001 — never break ComfyUI's start-up
     logging.getLogger("scg").error("SCG nodes could not be loaded: %s", e)
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 

@@ -17,11 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
-from tests.host.build_models import cache_dir  # noqa: E402
-from tests.host.comfy_server import ComfyServer, comfyui_source  # noqa: E402
+from tests.host.build_models import cache_dir
+from tests.host.comfy_server import ComfyServer, comfyui_source
 
 OUT = ROOT / "docs" / "images"
 

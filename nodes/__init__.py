@@ -1,9 +1,9 @@
 """ComfyUI nodes for SCG (classic V1 node API). Thin adapters over :mod:`scg_core`."""
 
-from .deps import report_missing_packages
-from .models import register_model_folder
-from .hint_nodes import DecompositionSheet, LoadModularAE, ModularAEEncode
 from .controlnet_nodes import SCGControlNetApply
+from .deps import report_missing_packages
+from .hint_nodes import DecompositionSheet, LoadModularAE, ModularAEEncode
+from .models import register_model_folder
 
 report_missing_packages()
 register_model_folder()

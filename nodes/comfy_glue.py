@@ -6,7 +6,7 @@ Outside ComfyUI (offline tests) the ComfyUI hooks fall back to the CPU and do no
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -10,13 +10,22 @@ import weakref
 import torch
 
 from .deps import scg_core
-from .hint_nodes import AE_TOOLTIP, AE_TYPE, CATEGORY, GAINS_TOOLTIP, GROUPS_TOOLTIP, IMAGE_TOOLTIP, ae_or_default, compute_hint
+from .hint_nodes import (
+    AE_TOOLTIP,
+    AE_TYPE,
+    CATEGORY,
+    GAINS_TOOLTIP,
+    GROUPS_TOOLTIP,
+    IMAGE_TOOLTIP,
+    ae_or_default,
+    compute_hint,
+)
 
 log = logging.getLogger("scg")
 
 SD15_CONTEXT_DIM, SD15_MODEL_CHANNELS = 768, 320
 HINT_WEIGHT_KEYS = ("input_hint_block.0.weight", "control_model.input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight")
-_info_by_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_info_by_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _header_cache: dict[tuple, tuple] = {}
 
 
@@ -67,7 +76,8 @@ def _scg_header(path: str):
         try:
             info = scg_core().controlnet_meta.read_controlnet_info(path)
             with safe_open(path, framework="pt") as f:
-                name = next((k for k in HINT_WEIGHT_KEYS if k in f.keys()), None)
+                keys = set(f.keys())
+                name = next((k for k in HINT_WEIGHT_KEYS if k in keys), None)
         except ValueError as e:
             log.warning("SCG: %s", e)
             info, name = None, None

@@ -13,7 +13,7 @@ AE_TYPE = "SCG_MODULAR_AE"
 
 GROUPS_TOOLTIP = (
     "Groups to keep, by name or label, separated by commas (e.g. 'brightness' or 'HC2, HC3'); "
-    "'all' keeps every module. The bundled default has: colour, brightness, mixed, texture; "
+    "'all' keeps every module. The bundled default has: colour, brightness, edges, texture; "
     "the official SCG autoencoder: HC0 (colour), HC1 (brightness), HC2, HC3 (edges), HC4, HC5 (higher frequency)."
 )
 GAINS_TOOLTIP = "Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept)."

@@ -7,7 +7,8 @@ No ComfyUI import: a definition is the JSON ``/object_info`` returns for a node 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 UI_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
@@ -93,7 +94,7 @@ def validate(workflow: Mapping[str, Any], defs: Mapping[str, Mapping[str, Any]])
             problems.append(f"link {link_id}: {d['type']} input slot {dst_slot} does not point back to it")
         elif ddef is not None:
             name = d["inputs"][dst_slot]["name"]
-            spec = dict((n, sp) for n, sp, _ in inputs_of(ddef)).get(name)
+            spec = {n: sp for n, sp, _ in inputs_of(ddef)}.get(name)
             if spec is not None and input_type(spec) != kind and not (input_type(spec) == "COMBO" and kind in ("COMBO", "*")):
                 problems.append(f"link {link_id}: {d['type']}.{name} takes {input_type(spec)}, the link carries {kind}")
     return problems

@@ -245,12 +245,13 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
 
 
 def propose_groups(modules: list[ModuleStats]) -> list[Group]:
-    """One group per kind present, named for what it carries, in a fixed order."""
+    """One group per kind present, named for what it carries, in a fixed order. Both edge kinds
+    are labelled ``edges`` (as the official HC2/HC3 are), so ``"edges"`` selects all of them."""
     groups = []
     for kind in ("colour", "brightness", "edges_coarse", "edges_fine", "mixed", "texture"):
         members = tuple(m.index for m in modules if m.kind == kind)
         if members:
-            groups.append(Group(kind, members, LABELS[kind]))
+            groups.append(Group(kind, members, "edges" if kind.startswith("edges") else LABELS[kind]))
     return groups
 
 

@@ -16,8 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nodes import NODE_CLASS_MAPPINGS  # noqa: E402
-from nodes.workflow_format import definition_of, inputs_of, is_widget, validate, widget_slots  # noqa: E402
+from nodes import NODE_CLASS_MAPPINGS
+from nodes.workflow_format import (
+    definition_of,
+    inputs_of,
+    is_widget,
+    validate,
+    widget_slots,
+)
 
 
 def all_definitions() -> dict:
@@ -36,7 +42,7 @@ class Graph:
         defn = self.defs[kind]
         widgets = []
         for name, role in widget_slots(defn):
-            spec = dict((n, s) for n, s, _ in inputs_of(defn))[name]
+            spec = {n: s for n, s, _ in inputs_of(defn)}[name]
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else "")
             widgets.append({"value": values.pop(name, default), "control_after_generate": "fixed", "upload": "image"}[role])
@@ -84,12 +90,13 @@ def hint_gallery(defs) -> dict:
            "Load any image: each 'Modular AE Encode (hypercolumn)' keeps some groups of the modular "
            "autoencoder and decodes them back to an image — the SCG hint a ControlNet sees. "
            "The decomposition sheet shows every group and every module.\n\n"
-           "Groups of the bundled default: colour, brightness, mixed, texture ('all' = the full reconstruction). "
+           "Groups of the bundled default: colour, brightness, edges (fine luminance edges), texture "
+           "('all' = the full reconstruction). "
            "Load the official SCG autoencoder (converted with `python -m scg_core.convert official-ae`) "
            "for HC0–HC5.", (20, 20), (340, 280))
     image = g.add("LoadImage", (20, 320), (320, 360), image="chelsea.jpg")
     ae = g.add("SCGLoadModularAE", (20, 720), (320, 80))
-    for i, groups in enumerate(["brightness", "colour", "texture", "all"]):
+    for i, groups in enumerate(["brightness", "colour", "edges", "all"]):
         enc = g.add("SCGModularAEEncode", (400, 20 + 160 * i), (320, 130), groups=groups)
         g.link(image, "IMAGE", enc, "image")
         g.link(ae, "modular_ae", enc, "modular_ae")
@@ -146,9 +153,10 @@ def workflows(defs) -> dict[str, dict]:
     return {
         "scg_hint_gallery.json": hint_gallery(defs),
         "scg_sketch_to_photo.json": generation(
-            defs, "Sketch → photo.\n\nA line drawing keeps its strokes as dark luminance: the brightness group carries "
-            "them (with the official autoencoder choose the edges groups 'HC2, HC3')." + CONTROLNET_NOTE,
-            "scg_sketch.png", "brightness", "a photo of a cat, detailed fur, natural light"),
+            defs, "Sketch → photo.\n\nThe edges group keeps the strokes of a line drawing and nothing of its paper or "
+            "shading ('edges' also selects HC2 + HC3 of the official autoencoder). Add 'brightness' to keep "
+            "the drawing's dark and light areas too." + CONTROLNET_NOTE,
+            "scg_sketch.png", "edges", "a photo of a cat, detailed fur, natural light"),
         "scg_painting_to_photo.json": generation(
             defs, "Ink or oil painting → photo.\n\nThe brightness group keeps the painting's shapes and shading and drops "
             "its colours and brush texture, so the ControlNet renders a photograph of the same scene." + CONTROLNET_NOTE,

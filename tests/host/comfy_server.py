@@ -67,7 +67,7 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> None:
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "wb")  # noqa: SIM115 — held by the server process until stop()
         self.proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)],
                                      cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
