@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             out = args.work / f"seed{seed}_{variant}.safetensors"
             if not (args.reuse and out.is_file()):
                 # One thread: multi-threaded float reductions differ in order between runs, and over
-                # 1,800 steps those ~1e-5 differences grow enough to move borderline modules.
+                # thousands of steps those ~1e-5 differences grow enough to move borderline modules.
                 train(args.work / "photos" / "train", out, seed, ablate, extra + ["--threads", "1"])
             model = load(out)
             seconds = model.provenance["final_losses"]["seconds"]
