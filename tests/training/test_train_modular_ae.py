@@ -93,8 +93,10 @@ def test_ctrl_c_saves_a_checkpoint(photos, tmp_path):
     out = tmp_path / "ae.safetensors"
     console = tmp_path / "console.txt"  # a file, not a pipe: a full pipe must not stall the trainer
     with console.open("w") as sink:
+        # A shell starts background jobs with SIGINT ignored, and children inherit that; a user's
+        # terminal does not, so the trainer starts with the default disposition, as it would there.
         proc = run_cli(["--data", str(photos), "--output", str(out), "--steps", "100000", "--checkpoint-every", "100000", *TINY],
-                       stdout=sink)
+                       stdout=sink, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         log = tmp_path / "ae_checkpoints" / "metrics.jsonl"
         deadline = time.time() + 300
         while not (log.exists() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline and proc.poll() is None:
