@@ -5,8 +5,10 @@ architecture, so these are real SD1.5 shapes; the images they make are noise, th
 Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
 
 * ``sd15/`` — a diffusers pipeline folder (``DiffusersLoader``)
-* ``scg_controlnet_sd15.safetensors`` — an SD1.5 ControlNet whose zero-convolutions are given
-  random values (so that it acts), carrying SCG metadata: trained on the default's ``brightness``
+* ``scg_controlnet_sd15-<fingerprint>.safetensors`` (:func:`scg_controlnet`) — an SD1.5 ControlNet
+  whose zero-convolutions are given random values (so that it acts), carrying SCG metadata: trained
+  on the bundled default's ``brightness``. Keyed by the default's fingerprint, since its metadata
+  names that autoencoder.
 * ``controlnet_sd21.safetensors`` — an SD2.1-shaped ControlNet (the "not SD1.5" case)
 """
 
@@ -16,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-VERSION = "v2"  # bump when what is built changes
+VERSION = "v3"  # bump when what is built changes
 COMFY_SD1_TOKENIZER = ("comfy", "sd1_tokenizer")
 
 
@@ -41,9 +43,9 @@ def build(comfyui_dir: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    import scg_core
-    from scg_core.controlnet_meta import controlnet_metadata
-
+    for old in out.parent.glob("models-v*"):  # earlier versions of this cache
+        if old.name != out.name:
+            shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -66,14 +68,7 @@ def build(comfyui_dir: Path) -> Path:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16).save_pretrained(tmp / "sd15")
 
-    cn = ControlNetModel.from_unet(unet)
-    with torch.no_grad():  # from_unet leaves the output convolutions at 0: give them values so it acts
-        for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
-            block.weight.normal_(0, 0.02)
-    sd = {k: v.to(torch.float16).contiguous() for k, v in cn.state_dict().items()}
-    meta = controlnet_metadata(scg_core.load_default(), ["brightness"])
-    save_file(sd, str(tmp / "scg_controlnet_sd15.safetensors"), metadata={"format": "pt", **meta})
-    del cn, sd, pipe, unet
+    del pipe, unet
 
     sd21 = ControlNetModel(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
     save_file({k: v.to(torch.float16).contiguous() for k, v in sd21.state_dict().items()},
@@ -81,3 +76,30 @@ def build(comfyui_dir: Path) -> Path:
     (tmp / "done").write_text(VERSION)
     tmp.rename(out)
     return out
+
+
+def scg_controlnet(models: Path) -> Path:
+    """The SCG ControlNet for the current bundled default (built in ~20 s when the default changed)."""
+    import scg_core
+    from scg_core.controlnet_meta import controlnet_metadata, fingerprint
+
+    default = scg_core.load_default()
+    path = models / f"scg_controlnet_sd15-{fingerprint(default)}.safetensors"
+    if path.is_file():
+        return path
+    import torch
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    for stale in models.glob("scg_controlnet_sd15-*.safetensors"):
+        stale.unlink()
+    torch.manual_seed(0)
+    cn = ControlNetModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5 shapes (diffusers' defaults)
+    with torch.no_grad():  # ControlNet's output convolutions start at 0: give them values so it acts
+        for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
+            block.weight.normal_(0, 0.02)
+    tmp = path.with_suffix(".partial")
+    save_file({k: v.to(torch.float16).contiguous() for k, v in cn.state_dict().items()}, str(tmp),
+              metadata={"format": "pt", **controlnet_metadata(default, ["brightness"])})
+    tmp.rename(path)
+    return path

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from .build_models import build, cache_dir
+from .build_models import build, cache_dir, scg_controlnet
 from .comfy_server import REPO, ComfyServer, comfyui_source
 
 HOST_PACKAGES = ["torchvision", "torchsde", "aiohttp", "yaml", "scipy", "psutil", "transformers", "diffusers"]
@@ -47,8 +47,8 @@ def comfy(comfyui_src, sd15_models, tmp_path_factory):
     server = ComfyServer(comfyui_src, tmp_path_factory.mktemp("comfyui"))
     (server.models / "diffusers").mkdir(exist_ok=True)
     (server.models / "diffusers" / "sd15").symlink_to(sd15_models / "sd15", target_is_directory=True)
-    for name in ("scg_controlnet_sd15.safetensors", "controlnet_sd21.safetensors"):
-        (server.models / "controlnet" / name).symlink_to(sd15_models / name)
+    (server.models / "controlnet" / "scg_controlnet_sd15.safetensors").symlink_to(scg_controlnet(sd15_models))
+    (server.models / "controlnet" / "controlnet_sd21.safetensors").symlink_to(sd15_models / "controlnet_sd21.safetensors")
     scg = server.models / "scg"
     scg.mkdir(exist_ok=True)
     default = REPO / "scg_core" / "weights" / "default.safetensors"
