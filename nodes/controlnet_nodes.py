@@ -121,14 +121,17 @@ class SCGControlNetApply:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "positive": ("CONDITIONING",),
-                "negative": ("CONDITIONING",),
+                "positive": ("CONDITIONING", {"tooltip": "Positive conditioning (e.g. from CLIP Text Encode, or another ControlNet apply)."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative conditioning."}),
                 "control_net": ("CONTROL_NET", {"tooltip": "An SD1.5 ControlNet from 'Load ControlNet Model' (an SCG ControlNet)."}),
                 "image": ("IMAGE", {"tooltip": "The source image: " + IMAGE_TOOLTIP}),
                 "groups": ("STRING", {"default": "brightness", "multiline": False, "tooltip": GROUPS_TOOLTIP}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "How strongly the ControlNet steers; 0 leaves the conditioning unchanged."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                            "tooltip": "Fraction of the sampling steps after which the ControlNet starts."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                          "tooltip": "Fraction of the sampling steps after which it stops."}),
             },
             "optional": {
                 "modular_ae": (AE_TYPE, {"tooltip": AE_TOOLTIP}),

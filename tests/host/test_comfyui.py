@@ -35,7 +35,7 @@ def test_object_info_lists_our_nodes_as_declared(comfy):
             for inp, spec in ours["input"].get(section, {}).items():
                 if inp != "ae_name":
                     assert live["input"][section][inp] == spec
-                assert (len(spec) > 1 and "tooltip" in spec[1]) or spec[0] in ("CONDITIONING", "FLOAT")
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{inp} has no tooltip"
     choices = info["SCGLoadModularAE"]["input"]["required"]["ae_name"][0]
     assert choices[0] == "default (bundled)" and "my_ae.safetensors" in choices
     assert info["SCGModularAEEncode"]["display_name"] == "Modular AE Encode (hypercolumn)"
@@ -113,6 +113,22 @@ def test_sd15_graph_with_scg_controlnet_apply_generates_and_the_controlnet_acts(
             assert "groups match the ControlNet's training (brightness)" in text
     assert images[1.0].shape == (128, 128, 3)
     assert np.abs(images[1.0] - images[0.0]).mean() > 1.0  # mean pixel difference, in 0–255 levels
+
+
+def test_chains_with_another_controlnet_apply(comfy):
+    prompt = generation_prompt(comfy, 1.0)
+    first = next(i for i, n in prompt.items() if n["class_type"] == "SCGControlNetApply")
+    second = dict(prompt[first], inputs=dict(prompt[first]["inputs"], positive=[first, 0], negative=[first, 1], groups="colour"))
+    prompt["100"] = second
+    core = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["100", 0], "negative": ["100", 1], "control_net": prompt[first]["inputs"]["control_net"],
+        "image": [first, 2], "strength": 0.5, "start_percent": 0.0, "end_percent": 1.0}}
+    prompt["101"] = core
+    sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")
+    sampler["inputs"].update(positive=["101", 0], negative=["101", 1])
+    entry = comfy.run(prompt)
+    assert error_message(entry) is None, error_message(entry)
+    assert comfy.image(outputs_of(prompt, entry, "SaveImage")[0]["images"][0]).shape == (128, 128, 3)
 
 
 def test_group_mismatch_with_the_controlnet_metadata_is_reported(comfy):
