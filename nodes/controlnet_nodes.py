@@ -74,12 +74,12 @@ def _scg_header(path: str):
     key = (path, st.st_mtime_ns, st.st_size)
     if key not in _header_cache:
         try:
-            info = scg_core().controlnet_meta.read_controlnet_info(path)
             with safe_open(path, framework="pt") as f:
+                info = scg_core().controlnet_meta.parse_controlnet_metadata(f.metadata())
                 keys = set(f.keys())
-                name = next((k for k in HINT_WEIGHT_KEYS if k in keys), None)
-        except ValueError as e:
-            log.warning("SCG: %s", e)
+            name = next((k for k in HINT_WEIGHT_KEYS if k in keys), None)
+        except (ValueError, OSError) as e:  # damaged SCG metadata or an unreadable file: skip it
+            log.warning("SCG: %s: %s", path, e)
             info, name = None, None
         _header_cache[key] = (info, name)
     return _header_cache[key]

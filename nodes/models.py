@@ -16,7 +16,6 @@ log = logging.getLogger("scg")
 
 FOLDER = "scg"
 DEFAULT_NAME = "default (bundled)"
-_BUNDLED = Path(__file__).resolve().parent.parent / "scg_core" / "weights" / "default.safetensors"
 
 _cache: dict[tuple, object] = {}
 _device_copies: dict[tuple[int, str], object] = {}
@@ -58,9 +57,10 @@ def list_autoencoders() -> list[str]:
 def resolve(name: str) -> Path:
     """A loader choice → the file; ``FileNotFoundError`` naming the folder when it is gone."""
     if name == DEFAULT_NAME:
-        if not _BUNDLED.is_file():
-            raise FileNotFoundError(f"the bundled default autoencoder is missing ({_BUNDLED}); reinstall the SCG nodes")
-        return _BUNDLED
+        bundled = scg_core().DEFAULT_WEIGHTS
+        if not bundled.is_file():
+            raise FileNotFoundError(f"the bundled default autoencoder is missing ({bundled}); reinstall the SCG nodes")
+        return bundled
     fp = _folder_paths()
     full = fp.get_full_path(FOLDER, name) if fp is not None else None
     if not full or not os.path.isfile(full):

@@ -125,11 +125,12 @@ def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[
     trained_names = ", ".join(g.name for g in info.groups)
     chosen_names = ", ".join(g.name for g in chosen)
     problems = []
-    same_ae = info.ae_fingerprint and info.ae_fingerprint == fingerprint(model)
+    ours = fingerprint(model)
+    same_ae = info.ae_fingerprint and info.ae_fingerprint == ours
     if info.ae_fingerprint and not same_ae:
         problems.append(
             f"this ControlNet was trained on hints of another modular autoencoder (fingerprint {info.ae_fingerprint}, "
-            f"yours is {fingerprint(model)}); its groups may not mean the same"
+            f"yours is {ours}); its groups may not mean the same"
         )
     chosen_modules = tuple(sorted({m for g in chosen for m in g.modules}))
     if (same_ae and chosen_modules != info.modules) or (
