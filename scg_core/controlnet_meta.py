@@ -12,6 +12,9 @@ Keys (all strings, as safetensors requires):
 * ``scg_groups``: JSON list of ``{"name", "modules", "label"}`` — the groups the hints kept
 * ``scg_gains``: JSON object, group → factor (may be ``{}``)
 * ``scg_modular_ae``: JSON object with the autoencoder's ``fingerprint`` (see :func:`fingerprint`)
+* ``scg_group_mode``: ``"fixed"`` (every hint kept ``scg_groups``) or ``"random"`` (one of
+  ``scg_groups`` drawn per sample, so any one of them is a valid hint); absent means fixed
+* ``scg_base_model``: what it was trained against, e.g. ``"sd15"`` (informative)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class ControlNetInfo:
     gains: Mapping[str, float] = field(default_factory=dict)
     ae_fingerprint: str = ""
     hint_contract: int = 1
+    group_mode: str = "fixed"
+    base_model: str = ""
 
     @property
     def modules(self) -> tuple[int, ...]:
@@ -67,8 +72,10 @@ def selected_groups(model: ModularAE, groups: Sequence[str] | None, gains: Mappi
     return tuple(found.values())
 
 
-def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: Mapping[str, float] | None = None) -> dict[str, str]:
-    """The metadata to store in a ControlNet trained on ``model.hint(x, groups, gains=gains)``."""
+def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: Mapping[str, float] | None = None, *,
+                        random_groups: bool = False, base_model: str = "sd15") -> dict[str, str]:
+    """The metadata to store in a ControlNet trained on ``model.hint(x, groups, gains=gains)``
+    (``random_groups``: on one of ``groups`` drawn per sample)."""
     from . import HINT_CONTRACT_VERSION
 
     return {
@@ -78,6 +85,8 @@ def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: M
         "scg_groups": json.dumps([g.to_dict() for g in selected_groups(model, groups, gains)]),
         "scg_gains": json.dumps(dict(gains or {})),
         "scg_modular_ae": json.dumps({"fingerprint": fingerprint(model)}),
+        "scg_group_mode": "random" if random_groups else "fixed",
+        "scg_base_model": base_model,
     }
 
 
@@ -96,7 +105,11 @@ def parse_controlnet_metadata(raw: Mapping[str, str] | None) -> ControlNetInfo |
         groups = tuple(Group.from_dict(d) for d in json.loads(raw["scg_groups"]))
         gains = {str(k): float(v) for k, v in json.loads(raw.get("scg_gains", "{}")).items()}
         ae = json.loads(raw.get("scg_modular_ae", "{}"))
-        return ControlNetInfo(groups, gains, str(ae.get("fingerprint", "")), int(raw.get("scg_hint_contract", "1")))
+        mode = raw.get("scg_group_mode", "fixed")
+        if mode not in ("fixed", "random"):
+            raise ValueError(f"unknown scg_group_mode {mode!r}")
+        return ControlNetInfo(groups, gains, str(ae.get("fingerprint", "")), int(raw.get("scg_hint_contract", "1")),
+                              mode, raw.get("scg_base_model", ""))
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise ValueError(f"the SCG metadata of this ControlNet is damaged ({type(e).__name__}: {e})") from e
 
@@ -133,6 +146,14 @@ def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[
             f"yours is {ours}); its groups may not mean the same"
         )
     chosen_modules = tuple(sorted({m for g in chosen for m in g.modules}))
+    if info.group_mode == "random":  # trained on one group at a time: any single one of them fits
+        fits = len(chosen) == 1 and (
+            chosen[0].modules in {g.modules for g in info.groups} if same_ae
+            else chosen[0].name.lower() in {g.name.lower() for g in info.groups})
+        if not fits:
+            problems.append(f"this ControlNet was trained on one group at a time out of [{trained_names}], "
+                            f"but the hint keeps [{chosen_names}]")
+        return problems
     if (same_ae and chosen_modules != info.modules) or (
         not same_ae and {n.lower() for n in chosen_names.split(", ")} != {g.name.lower() for g in info.groups}
     ):

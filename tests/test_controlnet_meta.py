@@ -60,3 +60,14 @@ def test_fingerprint_tells_weights_apart():
     b_print = fingerprint(a)
     torch.manual_seed(0)
     assert fingerprint(ModularAE(cfg, groups=[Group("g", (0, 1))])) != b_print
+
+
+def test_random_group_mode_accepts_any_single_trained_group(tiny_ae):
+    info = parse_controlnet_metadata(controlnet_metadata(tiny_ae, ["lum", "E1"], random_groups=True, base_model="sd15"))
+    assert info.group_mode == "random" and info.base_model == "sd15"
+    assert selection_mismatch(info, tiny_ae, ["lum"]) == []
+    assert selection_mismatch(info, tiny_ae, ["E1"]) == []
+    assert "one group at a time" in selection_mismatch(info, tiny_ae, ["lum", "E1"])[0]
+    assert "one group at a time" in selection_mismatch(info, tiny_ae, ["E2"])[0]
+    with pytest.raises(ValueError, match="scg_group_mode"):
+        parse_controlnet_metadata({**controlnet_metadata(tiny_ae, ["lum"]), "scg_group_mode": "sometimes"})
