@@ -1,10 +1,12 @@
 """Converters from the official release's formats to scg_core's safetensors.
 
     python -m scg_core.convert official-ae equ_nv16_vl4_rn1_Bipolar_norm.pth scg_official.safetensors
+    python -m scg_core.convert official-controlnet scg_hc3.ckpt scg_hc3.safetensors --groups HC3
 
 Official files are PyTorch pickles. They are read with ``torch.load(weights_only=True)`` and an
-allow-list that adds only ``argparse.Namespace`` (the checkpoint's ``arg``): anything else in the
-pickle is refused before it can run.
+allow-list that adds only ``argparse.Namespace`` (the autoencoder checkpoint's ``arg``; the
+ControlNet converter, :mod:`scg_core.convert_controlnet`, adds Lightning's ``AttributeDict`` read
+as a plain dict): anything else in the pickle is refused before it can run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import argparse
 import hashlib
 import pickle
 import sys
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +39,23 @@ OFFICIAL_AE_KEYS = {
 OFFICIAL_AE_PREFIX = "lgn_ende.0."
 
 
-def load_official_pickle(path: str | Path) -> Any:
-    """``torch.load`` restricted to tensors, plain containers and ``argparse.Namespace``."""
+def load_official_pickle(path: str | Path, extra_globals: Sequence[Any] = (), *, mmap: bool = False) -> Any:
+    """``torch.load`` restricted to tensors, plain containers and ``argparse.Namespace``, plus
+    ``extra_globals`` (entries as for ``torch.serialization.safe_globals``). ``mmap``: map the
+    tensors of a zip-format checkpoint instead of reading them (those never used are never read)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([*ALLOWED_GLOBALS, *extra_globals]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(str(e))
         if "Unsupported global" in detail:
             raise WeightsError(
                 f"refused to load {path}: it contains objects outside the allow-list (tensors, plain "
-                f"containers and argparse.Namespace), so it is not an official SCG checkpoint or it "
-                f"has been tampered with. {detail}"
+                f"containers, argparse.Namespace{', Lightning AttributeDict' if extra_globals else ''}), so it is "
+                f"not an official SCG checkpoint or it has been tampered with. {detail}"
             ) from e
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({detail})") from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
@@ -108,18 +114,24 @@ def convert_official_ae(src: str | Path, dst: str | Path) -> ModularAE:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import convert_controlnet  # imports this module
+
     parser = argparse.ArgumentParser(prog="python -m scg_core.convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("official-ae", help="official modular autoencoder .pth → scg_core safetensors")
     p.add_argument("src", help="official checkpoint, e.g. equ_nv16_vl4_rn1_Bipolar_norm.pth")
     p.add_argument("dst", help="output .safetensors")
+    convert_controlnet.add_parser(sub)
     args = parser.parse_args(argv)
     try:
-        model = convert_official_ae(args.src, args.dst)
-    except (WeightsError, FileNotFoundError) as e:
+        if args.command == "official-controlnet":
+            message = convert_controlnet.run(args)
+        else:
+            message = f"wrote {args.dst}: {convert_official_ae(args.src, args.dst).extra_repr()}"
+    except (ValueError, OSError) as e:  # WeightsError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.dst}: {model.extra_repr()}")
+    print(message)
     return 0
 
 

@@ -78,14 +78,14 @@ class ImageFolder:
 class PairBatches(torch.utils.data.Dataset):
     """``batches[step]`` → one training step's data for this rank.
 
-    ``colour_augment`` permutes each image's RGB channels at random.
+    ``colour_augment`` (a probability; ``True`` = 1) permutes an image's RGB channels at random.
 
     Returns a dict: ``crops`` ``[B,3,c,c]`` (reconstruction), ``patches``, ``transformed``
     ``[N,3,p,p]`` and ``delta`` ``[N,3]`` (equivariance pairs), all in [0,1].
     """
 
     def __init__(self, folder: ImageFolder, *, seed: int, rank: int, crop: int, batch: int,
-                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: bool = False) -> None:
+                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0) -> None:
         self.folder, self.seed, self.rank, self.colour_augment = folder, seed, rank, colour_augment
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step = images_per_step
@@ -100,7 +100,11 @@ class PairBatches(torch.utils.data.Dataset):
         if self.colour_augment:
             # A random RGB channel order per image makes the colour statistics symmetric under
             # permutations: their principal axes become luminance and an isotropic chroma plane.
-            images = [img[torch.randperm(3, generator=g)] for img in images]
+            # Below 1, only a share of the images is permuted: the chroma plane keeps the natural
+            # images' preferred axes (no extra random draw at 1, so those runs stay as they were).
+            p = float(self.colour_augment)
+            images = [img[torch.randperm(3, generator=g)] if p >= 1 or float(torch.rand(1, generator=g)) < p else img
+                      for img in images]
         crops = []
         for n in range(self.batch):
             img = images[n % len(images)]

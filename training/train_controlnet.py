@@ -123,7 +123,7 @@ def check_output_dir(path: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise SystemExit(f"error: --output-dir {path} is not writable ({e.strerror or e}); choose another folder")
+        raise SystemExit(f"error: --output-dir {path} is not writable ({e.strerror or e}); choose another folder") from e
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -246,6 +246,8 @@ def main(args: argparse.Namespace) -> dict:
         built = cache.build(data, samples, objective, rank, world, main_process, objective.encode_text([""]))
         accelerator.wait_for_everyone()
         accelerator.print(f"latent cache: {built} entries computed on rank {rank}, {len(data)} in {args.cache_dir}")
+        parts.vae.to("cpu")  # not needed on the device any more (validation borrows them back)
+        parts.text_encoder.to("cpu")
 
     model, optimizer = accelerator.prepare(controlnet, optimizer)
     objective.controlnet = model
@@ -315,7 +317,7 @@ def main(args: argparse.Namespace) -> dict:
             path = save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(model), optimizer.optimizer, scheduler,
                                    accelerator, args.keep_last)
             print(f"\ninterrupted at step {step}: saved {path}; continue with --resume latest", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         bar.close()
     accelerator.wait_for_everyone()
@@ -369,6 +371,9 @@ class Validation:
         from scg_core.images import tensor_to_pil
 
         p = self.parts
+        parked = p.vae.device != self.device  # offloaded by --cache-latents
+        p.vae.to(self.device)
+        p.text_encoder.to(self.device)
         pipe = StableDiffusionControlNetPipeline(
             vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet, controlnet=controlnet,
             scheduler=UniPCMultistepScheduler.from_config(p.noise_scheduler.config), safety_checker=None,
@@ -387,6 +392,9 @@ class Validation:
                                num_inference_steps=self.args.validation_steps, generator=g, output_type="pt").images
                 rows.append(torch.cat([source[0].cpu(), hint[0].cpu(), out[0].float().cpu()], dim=-1))
         controlnet.train(was_training)
+        if parked:
+            p.vae.to("cpu")
+            p.text_encoder.to("cpu")
         grid = torch.cat(rows, dim=-2).clamp(0, 1)
         path = self.args.output_dir / "validation" / f"step-{step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

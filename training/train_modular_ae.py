@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint path")
     io.add_argument("--workers", type=int, default=0, help="dataloader worker processes")
     io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
-    io.add_argument("--colour-augment", action="store_true", help="random RGB channel order per image (colour-symmetric statistics)")
+    io.add_argument("--colour-augment", type=float, nargs="?", const=1.0, default=0.0, metavar="P",
+                    help="random RGB channel order for a share P of the images (alone: P = 1, colour-symmetric statistics)")
     model = p.add_argument_group("architecture (released model: 16 × 4, bipolar, stride 4)")
     model.add_argument("--num-modules", type=int, default=16)
     model.add_argument("--module-channels", type=int, default=4)

@@ -5,10 +5,11 @@ architecture, so these are real SD1.5 shapes; the images they make are noise, th
 Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
 
 * ``sd15/`` — a diffusers pipeline folder (``DiffusersLoader``)
-* ``scg_controlnet_sd15-<fingerprint>.safetensors`` (:func:`scg_controlnet`) — an SD1.5 ControlNet
-  whose zero-convolutions are given random values (so that it acts), carrying SCG metadata: trained
-  on the bundled default's ``brightness``. Keyed by the default's fingerprint, since its metadata
-  names that autoencoder.
+* ``scg_controlnet_sd15_ldm-<fingerprint>.safetensors`` (:func:`scg_controlnet`) — an SD1.5
+  ControlNet whose zero-convolutions are given random values (so that it acts), exported by
+  ``train_controlnet``'s exporter (lllyasviel layout, fp16) with SCG metadata: trained on the
+  bundled default's ``brightness``. Keyed by the default's fingerprint, since its metadata names
+  that autoencoder.
 * ``controlnet_sd21.safetensors`` — an SD2.1-shaped ControlNet (the "not SD1.5" case)
 """
 
@@ -79,27 +80,26 @@ def build(comfyui_dir: Path) -> Path:
 
 
 def scg_controlnet(models: Path) -> Path:
-    """The SCG ControlNet for the current bundled default (built in ~20 s when the default changed)."""
+    """The SCG ControlNet for the current bundled default, written by the trainer's exporter
+    (``training.controlnet_export``: lllyasviel layout, fp16, SCG metadata) — built in ~20 s when the
+    default changed."""
     import scg_core
     from scg_core.controlnet_meta import controlnet_metadata, fingerprint
 
     default = scg_core.load_default()
-    path = models / f"scg_controlnet_sd15-{fingerprint(default)}.safetensors"
+    path = models / f"scg_controlnet_sd15_ldm-{fingerprint(default)}.safetensors"
     if path.is_file():
         return path
     import torch
     from diffusers import ControlNetModel
-    from safetensors.torch import save_file
 
-    for stale in models.glob("scg_controlnet_sd15-*.safetensors"):
+    from training.controlnet_export import export_controlnet
+
+    for stale in models.glob("scg_controlnet_sd15*.safetensors"):
         stale.unlink()
     torch.manual_seed(0)
     cn = ControlNetModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5 shapes (diffusers' defaults)
     with torch.no_grad():  # ControlNet's output convolutions start at 0: give them values so it acts
         for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
             block.weight.normal_(0, 0.02)
-    tmp = path.with_suffix(".partial")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in cn.state_dict().items()}, str(tmp),
-              metadata={"format": "pt", **controlnet_metadata(default, ["brightness"])})
-    tmp.rename(path)
-    return path
+    return export_controlnet(cn, path, controlnet_metadata(default, ["brightness"]))

@@ -28,7 +28,12 @@ def byte_vocabulary() -> dict[str, int]:
 def build_tiny_sd(folder: Path, cross_attention_dim: int = CROSS, seed: int = 0) -> Path:
     """Write a diffusers ``StableDiffusionPipeline`` folder with tiny UNet/VAE/CLIP; returns it."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)

@@ -1,0 +1,196 @@
+"""ControlNet training step: ours (``training.train_controlnet``) vs the diffusers-example way.
+
+    python benchmarks/bench_train_controlnet.py                        # CPU: tiny SD1-shaped model
+    python benchmarks/bench_train_controlnet.py --shapes sd15 --device cuda --resolution 512 --batch 4 --precision bf16
+
+*ours*: the step ``train_controlnet --cache-latents`` runs — stored VAE posteriors and text
+features (the VAE and text encoder stay off the device), the hint computed on the device by the
+frozen modular autoencoder, PyTorch SDPA attention, fused AdamW on CUDA.
+*reference*: written the way diffusers' ``train_controlnet.py`` example does it — fp32 ControlNet,
+frozen models in the mixed-precision dtype, VAE and text encoder run every step, a precomputed
+conditioning image, default AdamW.
+Both: same random-weight models, batch, resolution, mixed precision (ControlNet fp32 master
+weights under autocast), gradient clipping. Each variant runs in its own child process (so peak
+memory is its own) and the two alternate for ``--rounds`` rounds; the table gives medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def build_models(shapes: str):
+    """Random-weight UNet, VAE, text encoder of SD1.5 shapes (../shared/HOSTS.md) or a tiny SD1 shape."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    if shapes == "sd15":
+        unet = UNet2DConditionModel(
+            sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+            attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu"))
+    else:
+        unet = UNet2DConditionModel(
+            sample_size=16, layers_per_block=1, block_out_channels=(32, 64), cross_attention_dim=64, attention_head_dim=4,
+            norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+        vae = AutoencoderKL(block_out_channels=(32, 64, 64, 64), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu"))
+    return unet, vae, text
+
+
+def child(args) -> dict:
+    """Time one variant; returns samples/s per round and peak memory."""
+    from accelerate import Accelerator
+    from diffusers import ControlNetModel, DDPMScheduler
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    import scg_core
+    from training.controlnet_step import ControlNetObjective, HintMaker, step_generator
+    from training.sd_base import StableDiffusionParts
+
+    torch.set_num_threads(args.threads)
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.precision)
+    device = accelerator.device
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    unet, vae, text = build_models(args.shapes)
+    controlnet = ControlNetModel.from_unet(unet)
+    noise = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
+    for m in (unet, vae, text):
+        m.requires_grad_(False).eval()
+    unet.to(device, dtype)
+    controlnet.to(device).train()
+    B, R = args.batch, args.resolution
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(B, 3, R, R, generator=g)
+    ids = torch.randint(0, text.config.vocab_size, (B, 77), generator=g)
+    ae = scg_core.load_default().to(device)
+    ours = args.variant == "ours"
+    if ours:
+        unet.set_attn_processor(AttnProcessor2_0())
+        controlnet.set_attn_processor(AttnProcessor2_0())
+        with torch.no_grad():  # what --cache-latents stores, computed once off the timed loop
+            latent_dist = vae.encode(pixels * 2 - 1).latent_dist.parameters.half()
+            features = text(ids)[0].half()
+        batch = {"pixels": pixels, "latent_dist": latent_dist, "text": features}
+        params = list(controlnet.parameters())
+        optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda" or None)
+        parts = StableDiffusionParts(unet, vae, text, None, noise, "bench")
+        objective = ControlNetObjective(parts, None, HintMaker(ae, ["brightness"]), device, dtype)
+    else:
+        vae.to(device, dtype)
+        text.to(device, dtype)
+        with torch.no_grad():
+            hint = ae.hint(pixels.to(device), groups=["brightness"])  # the dataset's conditioning image
+        optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-5)
+    model, optimizer = accelerator.prepare(controlnet, optimizer)
+
+    def reference_step(gen):
+        with torch.no_grad():
+            latents = vae.encode((pixels.to(device) * 2 - 1).to(dtype)).latent_dist.sample(gen) * vae.config.scaling_factor
+            features = text(ids.to(device))[0]
+        eps = torch.randn(latents.shape, generator=gen, device=device, dtype=latents.dtype)
+        t = torch.randint(0, 1000, (B,), generator=gen, device=device)
+        noisy = noise.add_noise(latents, eps, t)
+        down, mid = model(noisy, t, encoder_hidden_states=features, controlnet_cond=hint, return_dict=False)
+        pred = unet(noisy, t, encoder_hidden_states=features, down_block_additional_residuals=[d.to(dtype) for d in down],
+                    mid_block_additional_residual=mid.to(dtype), return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred.float(), eps.float())
+
+    if ours:
+        objective.controlnet = model
+
+    def one_step(n):
+        gen = step_generator(device, 0, 0, n)
+        with accelerator.autocast():
+            loss = objective(batch, gen) if ours else reference_step(gen)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for n in range(args.warmup):
+        one_step(n)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for n in range(args.steps):
+        loss = one_step(args.warmup + n)
+    sync()
+    elapsed = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"samples_per_s": B * args.steps / elapsed, "peak_bytes": peak, "loss": float(loss),
+            "memory": "CUDA max allocated" if device.type == "cuda" else "peak RSS of the process"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--shapes", default="tiny", choices=["tiny", "sd15"])
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--variant", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.variant:
+        print(json.dumps(child(args)))
+        return
+    base = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    runs: dict[str, list[dict]] = {"reference": [], "ours": []}
+    for r in range(args.rounds):
+        for variant in runs:
+            out = subprocess.run([sys.executable, __file__, *base, "--variant", variant], capture_output=True, text=True, cwd=REPO)
+            if out.returncode:
+                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}: {variant:9s} {runs[variant][-1]['samples_per_s']:.3f} samples/s", file=sys.stderr)
+    summary = {v: {"samples_per_s": statistics.median(x["samples_per_s"] for x in rs),
+                   "peak_GiB": statistics.median(x["peak_bytes"] for x in rs) / 2**30} for v, rs in runs.items()}
+    memory = runs["ours"][0]["memory"]
+    print(f"\n{args.shapes} shapes, {args.resolution}², batch {args.batch}, precision {args.precision}, {args.device}"
+          f"{f' ({torch.cuda.get_device_name()})' if args.device == 'cuda' else f', {args.threads} threads'}; "
+          f"median of {args.rounds} rounds × {args.steps} steps")
+    print(f"| step | samples/s | peak memory (GiB, {memory}) |\n|---|---|---|")
+    for v, s in summary.items():
+        print(f"| {v} | {s['samples_per_s']:.3f} | {s['peak_GiB']:.2f} |")
+    ratio = summary["ours"]["samples_per_s"] / summary["reference"]["samples_per_s"]
+    mem = summary["ours"]["peak_GiB"] / summary["reference"]["peak_GiB"]
+    print(f"\nours / reference: {ratio:.2f}× samples/s, {mem:.2f}× peak memory")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args), "summary": summary, "speed_ratio": ratio, "memory_ratio": mem,
+                                         "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
