@@ -166,7 +166,7 @@ def main() -> None:
     if args.variant:
         print(json.dumps(child(args)))
         return
-    base = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    base = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "variant")]
     runs: dict[str, list[dict]] = {"reference": [], "ours": []}
     for r in range(args.rounds):
         for variant in runs:
@@ -188,7 +188,7 @@ def main() -> None:
     mem = summary["ours"]["peak_GiB"] / summary["reference"]["peak_GiB"]
     print(f"\nours / reference: {ratio:.2f}× samples/s, {mem:.2f}× peak memory")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args), "summary": summary, "speed_ratio": ratio, "memory_ratio": mem,
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "speed_ratio": ratio, "memory_ratio": mem,
                                          "runs": runs}, indent=1))
 
 

@@ -68,7 +68,9 @@ class ControlNetObjective:
     def encode_text(self, captions: Sequence[str]) -> Tensor:
         """captions → ``[B,77,D]`` text features (frozen text encoder)."""
         tok = self.parts.tokenizer
-        ids = tok(list(captions), max_length=tok.model_max_length, padding="max_length", truncation=True,
+        # a tokenizer saved without its config claims an unbounded length: the text encoder's is the limit
+        length = min(tok.model_max_length, self.parts.text_encoder.config.max_position_embeddings)
+        ids = tok(list(captions), max_length=length, padding="max_length", truncation=True,
                   return_tensors="pt").input_ids.to(self.device)
         return self.parts.text_encoder(ids)[0]
 
