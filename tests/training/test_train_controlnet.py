@@ -172,7 +172,7 @@ def test_random_groups_hint_each_sample_with_its_group(tiny_sd, photos, tmp_path
         HintMaker(ae, ["nonsense"])
 
     out = tmp_path / "random"
-    run(tiny_sd, photos, out, "--steps", "2", "--random-groups", "--validation-image", str(photos / "img0.png"),
+    run(tiny_sd, photos, out, "--steps", "2", "--random-groups", "--workers", "1", "--validation-image", str(photos / "img0.png"),
         "--validation-prompt", "a pattern", "--validate-every", "1", "--validation-steps", "2")
     info = read_controlnet_info(out / "scg_controlnet.safetensors")
     assert info.group_mode == "random" and len(info.groups) == len(ae.groups)
@@ -182,8 +182,13 @@ def test_random_groups_hint_each_sample_with_its_group(tiny_sd, photos, tmp_path
 
 def test_cached_latents_train_and_a_foreign_cache_is_refused(tiny_sd, photos, tmp_path):
     out = tmp_path / "cached"
-    metrics = run(tiny_sd, photos, out, "--steps", "3", "--cache-latents", "--report-to", "tensorboard")
-    assert np.isfinite(metrics["loss"])
+    # bf16 in a process of its own: accelerate fixes the precision once per process
+    proc = cli(["--base", str(tiny_sd), "--data", str(photos), "--output-dir", str(out), *FAST, "--steps", "3",
+                "--cache-latents", "--report-to", "tensorboard", "--mixed-precision", "bf16", "--gradient-checkpointing"])
+    text, _ = proc.communicate()
+    assert proc.returncode == 0, text
+    assert "· bf16 ·" in text
+    assert np.isfinite(json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
     entries = sorted((out / "cache").glob("0*.safetensors"))
     assert len(entries) == 5
     from safetensors.torch import load_file
