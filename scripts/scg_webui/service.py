@@ -1,0 +1,149 @@
+"""The hint side of the A1111/Forge extension: which autoencoder, on which device, and the images.
+
+Host-neutral: settings come in as a :class:`Settings` value (the extension reads them from the
+host's options), images go in and out as the hosts pass them — ``[H,W,3]`` uint8 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import scg_core
+from scg_core.images import pil_to_tensor, tensor_to_pil
+from scg_core.selection import parse_gains, parse_groups
+from scg_core.sheet import decomposition_sheet
+
+DEFAULT_NAME = "default (bundled)"
+ALL_GROUPS = "all"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``autoencoder``: :data:`DEFAULT_NAME` or a file name in ``models_dir``; ``device``: ``auto``,
+    ``cpu``, ``cuda``, ``cuda:1`` …; ``keep_on_cpu``: move the model back to the CPU after each use."""
+
+    autoencoder: str = DEFAULT_NAME
+    device: str = "auto"
+    keep_on_cpu: bool = True
+    models_dir: str = ""
+
+
+def list_autoencoders(models_dir: str | os.PathLike) -> list[str]:
+    """The bundled default, then ``*.safetensors`` in ``models_dir`` (the host's ``models/SCG``)."""
+    folder = Path(models_dir) if models_dir else None
+    files = sorted(p.name for p in folder.glob("*.safetensors")) if folder and folder.is_dir() else []
+    return [DEFAULT_NAME, *files]
+
+
+def group_choice(group: scg_core.Group) -> str:
+    """What a group looks like in a picker: ``"HC3 (edges)"``, or the name alone."""
+    return group.title
+
+
+def to_image_tensor(image: np.ndarray) -> torch.Tensor:
+    """``[H,W]``/``[H,W,C]`` uint8 or float in [0,1] (C = 1…4) → ``[1,3,H,W]`` float in [0,1]."""
+    from PIL import Image
+
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected an image array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"expected an image [H,W] or [H,W,C] with C in 1…4, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"expected uint8 or float pixels, got {image.dtype}")
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}.get(image.shape[-1])}[image.ndim] if image.ndim == 3 else "L"
+    return pil_to_tensor(Image.fromarray(image, mode))
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``[1,3,H,W]`` in [0,1] → ``[H,W,3]`` uint8 (what A1111/Forge ControlNet units take)."""
+    return np.asarray(tensor_to_pil(x.float().cpu()))
+
+
+class HintService:
+    """Loads the autoencoder the settings name (once per file and modification time) and computes
+    hints, module decompositions and group choices."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: tuple[tuple, scg_core.ModularAE] | None = None
+
+    def resolve(self, settings: Settings) -> Path:
+        if settings.autoencoder in ("", DEFAULT_NAME):
+            return Path(scg_core.DEFAULT_WEIGHTS)
+        path = Path(settings.models_dir) / settings.autoencoder
+        if not path.is_file():
+            raise FileNotFoundError(f"SCG autoencoder {settings.autoencoder!r} not found in {settings.models_dir}; "
+                                    f"put it there or choose '{DEFAULT_NAME}' in Settings → SCG")
+        return path
+
+    def model(self, settings: Settings) -> scg_core.ModularAE:
+        path = self.resolve(settings)
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != key:
+                self._loaded = (key, scg_core.load(path))
+            return self._loaded[1]
+
+    def device(self, settings: Settings) -> torch.device:
+        if settings.device in ("", "auto"):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(settings.device)
+        except RuntimeError as e:
+            raise ValueError(f"SCG device {settings.device!r} is not a torch device (auto, cpu, cuda, cuda:1 …)") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"SCG device {settings.device!r}: CUDA is not available here; choose 'auto' or 'cpu' in Settings → SCG")
+        return device
+
+    def choices(self, settings: Settings) -> list[str]:
+        """Group choices for a picker, labelled with what each carries."""
+        return [group_choice(g) for g in self.model(settings).groups]
+
+    def group_names(self, settings: Settings, picked: list[str] | str | None) -> list[str] | None:
+        """Picker values (``"HC3 (edges)"``) or typed text (``"brightness, HC2"``) → group names;
+        ``None`` = every module."""
+        model = self.model(settings)
+        if isinstance(picked, str):
+            return parse_groups(picked)
+        by_choice = {group_choice(g): g.name for g in model.groups}
+        names = [by_choice.get(p, p) for p in (picked or [])]
+        return names or None
+
+    @torch.inference_mode()
+    def hint(self, settings: Settings, image: np.ndarray, groups: list[str] | str | None, gains: str = "") -> np.ndarray:
+        """Image ``[H,W,C]`` → the SCG hint of the chosen groups, ``[H,W,3]`` uint8, same size."""
+        model = self.model(settings)
+        names, gain_map = self.group_names(settings, groups), parse_gains(gains)
+        x = to_image_tensor(image)
+        with self._on_device(model, settings) as m:
+            return to_uint8(m.hint(x.to(self.device(settings)), groups=names, gains=gain_map or None))
+
+    @torch.inference_mode()
+    def sheet(self, settings: Settings, image: np.ndarray, tile: int = 192) -> np.ndarray:
+        """The decomposition sheet (input, each group's hint, each module) as ``[H,W,3]`` uint8."""
+        model = self.model(settings)
+        x = to_image_tensor(image)
+        with self._on_device(model, settings) as m:
+            return np.asarray(decomposition_sheet(m, x.to(self.device(settings)), tile=tile))
+
+    @contextmanager
+    def _on_device(self, model: scg_core.ModularAE, settings: Settings):
+        """The model on the settings' device for one computation; back on the CPU after it when
+        ``keep_on_cpu`` (frees GPU memory for generation)."""
+        try:
+            yield model.to(self.device(settings))
+        finally:
+            if settings.keep_on_cpu:
+                model.to("cpu")
