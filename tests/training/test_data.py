@@ -35,3 +35,14 @@ def test_batches_depend_only_on_seed_rank_and_step(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     other_rank = PairBatches(folder, seed=0, rank=1, crop=32, batch=2, pairs=4, patch=21, max_shift=2.0, images_per_step=1)[5]
     assert not torch.equal(a["delta"], other_rank["delta"])
+
+
+def test_colour_augment_probability_permutes_a_share_of_the_images(tmp_path):
+    folder = flat_folder(tmp_path)
+    plain = tuple(batches(folder)[0]["crops"][0, :, 0, 0].tolist())
+    half = batches(folder, colour_augment=0.5)
+    kept = sum(tuple(half[s]["crops"][0, :, 0, 0].tolist()) == plain for s in range(60))
+    assert 15 < kept < 45  # about half kept as is (plus the permutations that happen to be the identity)
+    everything = batches(folder, colour_augment=1.0)
+    same_as_true = batches(folder, colour_augment=True)
+    assert all(torch.equal(everything[s]["crops"], same_as_true[s]["crops"]) for s in range(5))
