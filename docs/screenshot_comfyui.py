@@ -17,22 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-
-from tests.host.build_models import cache_dir
-from tests.host.comfy_server import ComfyServer, comfyui_source
+from tests.browser import headless_chromium  # noqa: E402
+from tests.host.build_models import cache_dir  # noqa: E402
+from tests.host.comfy_server import ComfyServer, comfyui_source  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 
 
-def browser() -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1700,1000"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+def browser():
+    return headless_chromium(1700, 1000)
 
 
 def show(driver, server, workflow: str, run: bool, out: Path, scale: float) -> None:

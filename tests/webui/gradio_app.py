@@ -1,0 +1,156 @@
+"""The SCG tab under a real gradio, run in a child process whose PYTHONPATH starts with one gradio
+version (see gradio_envs.py).
+
+    python tests/webui/gradio_app.py check OUT.json   # build the Blocks, fire its events, report
+    python tests/webui/gradio_app.py serve PORT       # serve the tab on 127.0.0.1:PORT
+
+The host's ControlNet is a recording stand-in (the hosts themselves are not installable here).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "scripts"), str(Path(__file__).resolve().parents[2])]
+
+import gradio as gr  # noqa: E402
+from scg_webui.hosts import ControlNetHost  # noqa: E402
+from scg_webui.service import HintService, Settings  # noqa: E402
+from scg_webui.ui import TabCallbacks, build_tab  # noqa: E402
+
+import scg_core  # noqa: E402
+from tests.webui import fake_webui as fake  # noqa: E402
+
+
+class RecordingHost(ControlNetHost):
+    name = "test stand-in"
+
+    def __init__(self) -> None:
+        self.requests = []
+
+    def models(self):
+        return ["scg_brightness [0a1b2c3d]"]
+
+    def generate(self, req):
+        self.requests.append(req)
+        return [255 - req.unit.hint]  # an "image" that depends on the hint it was given
+
+
+def make_tab():
+    host = RecordingHost()
+    callbacks = TabCallbacks(HintService(), host, lambda: Settings())
+    return build_tab(callbacks), callbacks, host
+
+
+def components(blocks) -> dict[str, object]:
+    return {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+
+
+def handler(blocks, component, event: str):
+    """The Python function wired to ``component.event``."""
+    if hasattr(blocks, "dependencies"):  # gradio 3: parallel lists, targets are ids
+        pairs = [(fn, dep["targets"], dep["trigger"]) for dep, fn in zip(blocks.dependencies, blocks.fns)]
+        found = [fn for fn, targets, trigger in pairs if component._id in targets and trigger == event]
+    else:  # gradio 4: BlockFunction.targets = [(id, event)]
+        found = [fn for fn in blocks.fns.values() if (component._id, event) in [tuple(t) for t in fn.targets]]
+    if not found:
+        raise LookupError(f"no {event} handler on {component.elem_id}")
+    return found[0].fn, found[0]
+
+
+def check(out: Path) -> None:
+    tab, callbacks, host = make_tab()
+    ids = components(tab)
+    model = scg_core.load_default()
+    image = fake.test_image(96, 128)
+    report = {"gradio": gr.__version__, "blocks": type(tab).__name__, "elem_ids": sorted(ids)}
+
+    preview, _ = handler(tab, ids["scg_source"], "change")
+    hint, sheet, info = preview(image, ["brightness"], "")
+    report["preview_equals_scg_core"] = bool(np.array_equal(hint, callbacks.service.hint(Settings(), image, ["brightness"])))
+    want = scg_core.images.tensor_to_pil(model.hint(scg_core.images.pil_to_tensor(
+        __import__("PIL.Image").Image.fromarray(image)), groups=["brightness"]))
+    report["preview_equals_model_hint"] = bool(np.array_equal(hint, np.asarray(want)))
+    report["sheet_shape"] = list(sheet.shape)
+    reselect, _ = handler(tab, ids["scg_groups"], "change")
+    hint2, _ = reselect(image, ["colour"], "")
+    report["reselect_equals_colour_hint"] = bool(np.array_equal(hint2, callbacks.service.hint(Settings(), image, ["colour"])))
+    report["group_choices"] = list(ids["scg_groups"].choices) if not isinstance(ids["scg_groups"].choices[0], (tuple, list)) \
+        else [c[0] for c in ids["scg_groups"].choices]
+    generate, _ = handler(tab, ids["scg_generate"], "click")
+    gallery, text = generate(image, ["brightness"], "", "scg_brightness [0a1b2c3d]", "a cat", "", 7, 10, 64, 48, 7.0,
+                             1.0, 0.0, 1.0)
+    req = host.requests[-1]
+    report["generate"] = {"info": text, "hint_shape": list(req.unit.hint.shape), "model": req.unit.model,
+                          "gallery": len(gallery), "size": [req.width, req.height]}
+    handler(tab, ids["scg_send_txt2img"], "click")  # wired (JavaScript only)
+
+    record = fake.Recorder()
+    shared = fake.webui_core(record, "/tmp/models")["modules.shared"]
+    from scg_webui.webui_entry import add_settings
+
+    add_settings(shared, "/tmp/models/SCG")
+    report["settings"] = {key: {"component": info.component.__name__, "section": list(info.section)}
+                          for key, info in shared.opts.labels.items()}
+    report["settings_choices"] = shared.opts.labels["scg_autoencoder"].component_args()["choices"]
+    report["entry"] = load_entry_like_a1111()
+    out.write_text(json.dumps(report, indent=1))
+
+
+def load_entry_like_a1111() -> dict:
+    """Load scripts/scg_tab.py the way A1111 loads an extension script (module named after the
+    file, the extension folder on sys.path only meanwhile), with faked host modules, then run the
+    callbacks it registered as the web UI would: settings, before-UI, tabs."""
+    import importlib.util
+
+    record = fake.Recorder()
+    mods = {**fake.webui_core(record, "/tmp/models"), **fake.sd_webui_controlnet(record)}
+    for name, m in mods.items():
+        sys.modules[name] = m
+    for name, m in mods.items():
+        parent, _, child = name.rpartition(".")
+        if parent in mods:
+            setattr(mods[parent], child, m)
+    path = Path(__file__).resolve().parents[2] / "scripts" / "scg_tab.py"
+    saved = list(sys.path)
+    sys.path.insert(0, str(path.parents[1]))
+    try:
+        spec = importlib.util.spec_from_file_location(path.name, path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    finally:
+        sys.path = saved  # A1111 restores the list it saved
+    hooks = {name: args[0] for name, args, _ in record.calls if name.startswith("on_")}
+    hooks["on_ui_settings"]()
+    hooks["on_before_ui"]()
+    [(blocks, title, elem_id)] = hooks["on_ui_tabs"]()
+    registry = mods["scripts.supported_preprocessor"].Preprocessor.registry
+    return {"hooks": sorted(hooks), "tab": [type(blocks).__name__, title, elem_id],
+            "settings": sorted(mods["modules.shared"].opts.labels), "preprocessors": sorted(registry)}
+
+
+def serve(port: int) -> None:
+    """The tab, plus a stand-in for sd-webui-controlnet's first txt2img unit (an upload image with
+    the element id that unit has), with javascript/scg.js loaded as the hosts load it."""
+    tab, _, _ = make_tab()
+    js = (Path(__file__).resolve().parents[2] / "javascript" / "scg.js").read_text()
+    modern = int(gr.__version__.split(".")[0]) >= 4
+    with gr.Blocks(analytics_enabled=False, **({"head": f"<script>{js}</script>"} if modern else {})) as page:
+        tab.render()
+        gr.Image(label="stand-in: ControlNet unit image (txt2img)", type="numpy",
+                 elem_id="txt2img_controlnet_ControlNet-0_input_image")
+        if not modern:  # gradio 3 has no head=: define the function on load
+            page.load(None, None, None, _js="() => {" + js + "\nwindow.scgSendHintToControlNet = scgSendHintToControlNet; }")
+    page.queue()
+    print(f"serving gradio {gr.__version__} on {port}", flush=True)
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=False, show_error=True, quiet=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "check":
+        check(Path(sys.argv[2]))
+    else:
+        serve(int(sys.argv[2]))

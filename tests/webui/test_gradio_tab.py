@@ -1,0 +1,131 @@
+"""The SCG tab under the real gradio of each host: 3.41.2 (A1111 1.10) and 4.40.0 (Forge).
+
+Each version runs in a child process (gradio_app.py) whose PYTHONPATH starts with that gradio,
+installed once into a cache folder (gradio_envs.py; needs PyPI the first time). The browser test
+drives the served tab in headless Debian Chromium.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests import browser
+
+from .gradio_envs import REPO, child_env
+
+VERSIONS = ["3.41.2", "4.40.0"]
+APP = Path(__file__).with_name("gradio_app.py")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tab_builds_and_its_events_give_the_scg_core_hint(version, tmp_path):
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(APP), "check", str(out)], env=child_env(version), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["gradio"] == version and report["blocks"] == "Blocks"
+    for elem in ("scg_source", "scg_groups", "scg_gains", "scg_hint", "scg_sheet", "scg_model", "scg_generate",
+                 "scg_send_txt2img", "scg_send_img2img", "scg_gallery"):
+        assert elem in report["elem_ids"]
+    assert report["preview_equals_scg_core"] and report["preview_equals_model_hint"]
+    assert report["reselect_equals_colour_hint"]
+    assert report["group_choices"][:2] == ["colour", "brightness"] and "edges_fine (edges)" in report["group_choices"]
+    assert report["generate"]["hint_shape"] == [48, 64, 3] and report["generate"]["size"] == [64, 48]
+    assert report["generate"]["gallery"] == 2 and "Generated 1 image" in report["generate"]["info"]
+    assert report["settings"]["scg_autoencoder"] == {"component": "Dropdown", "section": ["scg", "SCG"]}
+    assert report["settings"]["scg_keep_on_cpu"]["component"] == "Checkbox"
+    assert report["settings_choices"][0] == "default (bundled)"
+    assert report["entry"] == {"hooks": ["on_before_ui", "on_ui_settings", "on_ui_tabs"], "tab": ["Blocks", "SCG", "scg"],
+                               "settings": ["scg_autoencoder", "scg_device", "scg_keep_on_cpu"],
+                               "preprocessors": ["scg_hypercolumn"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout=60, message="timed out"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(message)
+
+
+@pytest.fixture
+def served(request, tmp_path):
+    """The tab served by one gradio version on loopback; yields its URL."""
+    version = request.param
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(APP), "serve", str(port)], env=child_env(version), cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 120, "gradio did not start")
+        yield version, url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def image_src(driver, css):
+    found = driver.find_elements("css selector", css)
+    return found[0].get_attribute("src") if found else ""
+
+
+@pytest.mark.parametrize("served", VERSIONS, indirect=True)
+def test_in_a_browser_upload_pick_a_group_see_the_hint_change_and_send_it(served, tmp_path):
+    if problem := browser.missing():
+        if os.environ.get("SCG_REQUIRE_HOSTS") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    version, url = served
+    photo = REPO / "examples" / "chelsea.jpg"
+    driver = browser.headless_chromium(1400, 1600)
+    try:
+        driver.get(url)
+        upload = wait_for(lambda: driver.find_elements("css selector", "#scg_source input[type=file]"), 60, "no upload input")
+        upload[0].send_keys(str(photo))
+        first = wait_for(lambda: image_src(driver, "#scg_hint img"), 60, "no hint after the upload")
+        wait_for(lambda: image_src(driver, "#scg_sheet img"), 60, "no decomposition sheet")
+        label = next(e for e in driver.find_elements("css selector", "#scg_groups label") if "brightness" in e.text)
+        label.click()  # colour → colour + brightness
+        second = wait_for(lambda: (s := image_src(driver, "#scg_hint img")) != first and s, 60, "hint did not change")
+        assert second != first
+        shots = Path(os.environ.get("SCG_SCREENSHOT_DIR", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        shot = shots / f"webui_scg_tab_gradio{version.split('.')[0]}.png"
+        driver.save_screenshot(str(shot))
+        with Image.open(shot) as full:  # README size
+            full.convert("RGB").resize((1000, round(full.height * 1000 / full.width)), Image.Resampling.LANCZOS).save(
+                shot, optimize=True)
+
+        driver.find_element("css selector", "#scg_send_txt2img").click()
+        unit = "#txt2img_controlnet_ControlNet-0_input_image img"
+        sent = wait_for(lambda: image_src(driver, unit), 60, "the hint did not reach the ControlNet unit's image input")
+        assert sent
+    finally:
+        driver.quit()
