@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from .weights_io import WeightsError
+from .weights_io import WeightsError, save_file_atomic
 
 LDM_PREFIX = "control_model."
 
@@ -265,17 +263,4 @@ def save_controlnet(path: str | os.PathLike, state: Mapping[str, Tensor], metada
             t = t.clone()
         seen.add(t.data_ptr())
         tensors[key] = t
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: the folder {path.parent} is not writable ({e.strerror or e}); "
-                              f"choose another output path") from e
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_file_atomic(tensors, path, meta)

@@ -45,11 +45,22 @@ def save(model: ModularAE, path: str | os.PathLike, provenance: dict[str, Any] |
         "provenance": json.dumps({**model.provenance, **(provenance or {})}),
     }
     tensors = {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return save_file_atomic(tensors, path, meta)
+
+
+def save_file_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """safetensors' ``save_file`` into a temporary file of the same folder, then renamed over ``path``:
+    a reader never sees half a file. An unwritable folder is a ``PermissionError`` naming it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: the folder {path.parent} is not writable ({e.strerror or e}); "
+                              f"choose another output path") from e
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +232,3 @@ class TrainingSamples(torch.utils.data.Dataset):
 def describe(data: CaptionedImages) -> str:
     return (f"{len(data)} images ({data.layout} layout, {data.captioned} with captions), "
             f"{len(data.skipped)} skipped")
-
-
-def first_skipped(data: CaptionedImages, n: int = 5) -> Sequence[str]:
-    return [f"{p}: {r}" for p, r in list(data.skipped.items())[:n]]

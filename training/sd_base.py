@@ -6,7 +6,6 @@ read with the component configs of a local diffusers folder (``--base-config``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +108,3 @@ def make_controlnet(unet, init: str | Path | None = None):
                              f"another shape, e.g. {wrong[:3]}); it was made for another base model")
     controlnet.load_state_dict({k: state[k].float() for k in expected})
     return controlnet
-
-
-def describe(parts: StableDiffusionParts) -> str:
-    c = parts.unet.config
-    return json.dumps({"family": parts.family, "block_out_channels": list(c.block_out_channels),
-                       "cross_attention_dim": c.cross_attention_dim, "prediction_type": parts.noise_scheduler.config.prediction_type})
