@@ -142,6 +142,9 @@ def serve(port: int) -> None:
         tab.render()
         gr.Image(label="stand-in: ControlNet unit image (txt2img)", type="numpy",
                  elem_id="txt2img_controlnet_ControlNet-0_input_image")
+        # stand-in for Forge's ControlNet canvas in img2img: random ids, an upload input of class forge-file-upload
+        gr.HTML('<div id="tab_img2img"><div id="img2img_controlnet_block"><input type="file" '
+                'class="forge-file-upload" id="forge_canvas_stand_in"></div></div>')
         if not modern:  # gradio 3 has no head=: define the function on load
             page.load(None, None, None, _js="() => {" + js + "\nwindow.scgSendHintToControlNet = scgSendHintToControlNet; }")
     page.queue()

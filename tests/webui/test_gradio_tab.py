@@ -127,5 +127,8 @@ def test_in_a_browser_upload_pick_a_group_see_the_hint_change_and_send_it(served
         unit = "#txt2img_controlnet_ControlNet-0_input_image img"
         sent = wait_for(lambda: image_src(driver, unit), 60, "the hint did not reach the ControlNet unit's image input")
         assert sent
+        driver.find_element("css selector", "#scg_send_img2img").click()  # Forge-like canvas input (stand-in)
+        count = "return document.querySelector('#forge_canvas_stand_in').files.length"
+        wait_for(lambda: driver.execute_script(count) == 1, 30, "the hint did not reach the Forge canvas stand-in")
     finally:
         driver.quit()
