@@ -20,6 +20,7 @@ from scg_core.controlnet_meta import fingerprint, read_controlnet_info  # noqa: 
 from training import train_controlnet  # noqa: E402
 from training.train_controlnet import main, parse_args  # noqa: E402
 
+from .photos import write_photos  # noqa: E402
 from .tiny_sd import build_tiny_sd  # noqa: E402
 
 FAST = ["--resolution", "64", "--batch", "2", "--device", "cpu", "--threads", "1", "--workers", "0", "--log-every", "1",
@@ -33,21 +34,9 @@ def tiny_sd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """Five captioned images (one in a subfolder, one without caption), a broken file, a tiny one."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:80, 0:96] / 80.0
-    for n in range(5):
-        a = np.stack([np.sin(6 * xx + n), np.cos(5 * yy - n), np.sin(4 * (xx + yy) * (n + 1))], -1)
-        a = (a * 0.4 + 0.5 + rng.normal(0, 0.03, a.shape)).clip(0, 1)
-        sub = root / ("nested" if n == 1 else "")
-        sub.mkdir(exist_ok=True)
-        Image.fromarray((a * 255).astype(np.uint8)).save(sub / f"img{n}.png")
-        if n != 4:
-            (sub / f"img{n}.txt").write_text(f"a pattern number {n}")
-    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
-    Image.new("RGB", (20, 20)).save(root / "small.png")
-    return root
+    """Five images (one in a subfolder), four with captions, a broken file, a tiny one."""
+    return write_photos(tmp_path_factory.mktemp("photos"), nested=lambda n: n == 1,
+                        caption=lambda n: None if n == 4 else f"a pattern number {n}")
 
 
 def run(tiny_sd, photos, out, *extra):

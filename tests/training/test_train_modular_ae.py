@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import scg_core
 from training.train_modular_ae import main, parse_args
+
+from .photos import write_photos
 
 TINY = ["--num-modules", "4", "--module-channels", "2", "--kernel-size", "3", "--crop", "32", "--border", "4",
         "--batch", "2", "--pairs", "64", "--codebook-grid", "3", "3", "4", "--device", "cpu", "--threads", "1", "--log-every", "1"]
@@ -19,18 +20,7 @@ TINY = ["--num-modules", "4", "--module-channels", "2", "--kernel-size", "3", "-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:80, 0:96] / 80.0
-    for n in range(5):
-        a = np.stack([np.sin(6 * xx + n), np.cos(5 * yy - n), np.sin(4 * (xx + yy) * (n + 1))], -1)
-        a = (a * 0.4 + 0.5 + rng.normal(0, 0.03, a.shape)).clip(0, 1)
-        sub = root / ("nested" if n % 2 else "")
-        sub.mkdir(exist_ok=True)
-        Image.fromarray((a * 255).astype(np.uint8)).save(sub / f"img{n}.png")
-    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
-    Image.new("RGB", (20, 20)).save(root / "small.png")
-    return root
+    return write_photos(tmp_path_factory.mktemp("photos"))
 
 
 def run_cli(args, stdout=subprocess.PIPE, **kw):
