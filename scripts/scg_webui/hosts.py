@@ -104,7 +104,10 @@ class A1111ControlNet(ControlNetHost):
         self.cn, self.preprocessors, self.webui = external_code, preprocessors, webui
 
     def models(self) -> list[str]:
-        return [m for m in self.cn.get_models(update=True) if m != "None"]
+        names = [m for m in self.cn.get_models(update=True) if m != "None"]
+        state = sys.modules.get("scripts.global_state")  # name → path, where sd-webui-controlnet keeps it
+        paths = getattr(state, "cn_models", {}) or {}
+        return scg_first(names, paths.get)
 
     def make_unit(self, req: UnitRequest):
         return self.cn.ControlNetUnit(
@@ -148,7 +151,8 @@ class ForgeControlNet(ControlNetHost):
 
     def models(self) -> list[str]:
         self.state.update_controlnet_filenames()
-        return [m for m in self.state.get_all_controlnet_names() if m != "None"]
+        names = [m for m in self.state.get_all_controlnet_names() if m != "None"]
+        return scg_first(names, getattr(self.state, "get_controlnet_filename", lambda name: None))
 
     def make_unit(self, req: UnitRequest):
         hint = _rgb_uint8(req.hint)
@@ -183,6 +187,21 @@ class ForgeControlNet(ControlNetHost):
 
         self.shared.add_supported_preprocessor(SCGHypercolumn())
         return True
+
+
+def scg_first(names: list[str], path_of: Callable[[str], object]) -> list[str]:
+    """The host's ControlNet names with SCG ControlNets (SCG metadata in the file) first."""
+    from scg_core.controlnet_meta import read_controlnet_info
+
+    def is_scg(name: str) -> bool:
+        try:
+            path = path_of(name)
+            return bool(path) and str(path).endswith(".safetensors") and read_controlnet_info(path) is not None
+        except (KeyError, ValueError, OSError):
+            return False
+
+    flags = {name: is_scg(name) for name in names}
+    return [n for n in names if flags[n]] + [n for n in names if not flags[n]]
 
 
 def _find_by_title(runner):

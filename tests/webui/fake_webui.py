@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-CN_MODELS = ["scg_brightness [0a1b2c3d]", "control_v11p_sd15_canny [d14c016b]"]
+CN_MODELS = ["control_v11p_sd15_canny [d14c016b]", "scg_brightness [0a1b2c3d]"]  # the host's order
 
 
 class Recorder:
@@ -125,8 +125,9 @@ def webui_core(record: Recorder, models_path: str, main_thread: bool = False) ->
     return mods
 
 
-def sd_webui_controlnet(record: Recorder) -> dict[str, types.ModuleType]:
-    """``internal_controlnet.external_code`` and ``scripts.supported_preprocessor`` of sd-webui-controlnet."""
+def sd_webui_controlnet(record: Recorder, files: dict | None = None) -> dict[str, types.ModuleType]:
+    """``internal_controlnet.external_code``, ``scripts.supported_preprocessor`` and
+    ``scripts.global_state`` (``cn_models``: name → file, from ``files``) of sd-webui-controlnet."""
 
     class ControlNetUnit:
         def __init__(self, enabled=False, module="none", model="None", weight=1.0, image=None, **kw):
@@ -171,10 +172,11 @@ def sd_webui_controlnet(record: Recorder) -> dict[str, types.ModuleType]:
         "scripts": module("scripts"),
         "scripts.supported_preprocessor": module("scripts.supported_preprocessor", Preprocessor=Preprocessor,
                                                  PreprocessorParameter=PreprocessorParameter),
+        "scripts.global_state": module("scripts.global_state", cn_models={"None": None, **(files or {})}),
     }
 
 
-def forge_controlnet(record: Recorder, image_fg: bool = True) -> dict[str, types.ModuleType]:
+def forge_controlnet(record: Recorder, image_fg: bool = True, files: dict | None = None) -> dict[str, types.ModuleType]:
     """``lib_controlnet.{external_code,global_state}`` and ``modules_forge.{shared,supported_preprocessor}``."""
     fields = [("enabled", bool, True), ("module", str, "None"), ("model", str, "None"), ("weight", float, 1.0),
               ("image", object, None), ("resize_mode", object, "Crop and Resize"), ("processor_res", int, -1),
@@ -203,12 +205,17 @@ def forge_controlnet(record: Recorder, image_fg: bool = True) -> dict[str, types
     def add_supported_preprocessor(p):
         supported[p.name] = p
 
-    names = ["None", "scg_edges [1234abcd]"]
+    names = ["None", "control_v11p_sd15_canny [d14c016b]", "scg_edges [1234abcd]"]
+    files = files or {}
+
+    def get_controlnet_filename(name):
+        return files[name]  # Forge: a plain lookup, KeyError for unknown names
     return {
         "lib_controlnet": module("lib_controlnet"),
         "lib_controlnet.external_code": module("lib_controlnet.external_code", ControlNetUnit=ControlNetUnit),
         "lib_controlnet.global_state": module("lib_controlnet.global_state", get_all_controlnet_names=lambda: list(names),
-                                              update_controlnet_filenames=lambda: record("forge.update_filenames")),
+                                              update_controlnet_filenames=lambda: record("forge.update_filenames"),
+                                              get_controlnet_filename=get_controlnet_filename),
         "modules_forge": module("modules_forge"),
         "modules_forge.shared": module("modules_forge.shared", supported_preprocessors=supported,
                                        add_supported_preprocessor=add_supported_preprocessor),
@@ -234,3 +241,21 @@ def test_image(h: int = 90, w: int = 120) -> np.ndarray:
     img[(yy - h // 2) ** 2 + (xx - w // 3) ** 2 < (h // 5) ** 2] = (240, 230, 200)
     img[h // 4 : h // 4 + 6, w // 2 :] = (20, 20, 20)
     return img
+
+
+def controlnet_files(folder, names: dict[str, bool]) -> dict:
+    """Write a small safetensors file per name (with SCG metadata when ``names[name]``); name → path."""
+    import torch
+    from safetensors.torch import save_file
+
+    import scg_core
+    from scg_core.controlnet_meta import controlnet_metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, scg in names.items():
+        path = folder / (name.split(" [")[0] + ".safetensors")
+        meta = controlnet_metadata(scg_core.load_default(), ["brightness"]) if scg else {}
+        save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "pt", **meta})
+        out[name] = str(path)
+    return out

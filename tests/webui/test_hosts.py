@@ -30,12 +30,15 @@ def record():
 
 
 def a1111(monkeypatch, record, tmp_path):
-    fake.install(monkeypatch, {**fake.webui_core(record, str(tmp_path)), **fake.sd_webui_controlnet(record)})
+    files = fake.controlnet_files(tmp_path / "ControlNet", {n: n.startswith("scg") for n in fake.CN_MODELS})
+    fake.install(monkeypatch, {**fake.webui_core(record, str(tmp_path)), **fake.sd_webui_controlnet(record, files)})
 
 
 def forge(monkeypatch, record, tmp_path, image_fg=True):
+    files = fake.controlnet_files(tmp_path / "ControlNet", {"control_v11p_sd15_canny [d14c016b]": False,
+                                                            "scg_edges [1234abcd]": True})
     fake.install(monkeypatch, {**fake.webui_core(record, str(tmp_path), main_thread=True),
-                               **fake.forge_controlnet(record, image_fg=image_fg)})
+                               **fake.forge_controlnet(record, image_fg=image_fg, files=files)})
 
 
 def callbacks(host, **settings):
@@ -56,7 +59,7 @@ def test_a1111_generation_builds_the_unit_the_extension_needs(monkeypatch, recor
     a1111(monkeypatch, record, tmp_path)
     host = detect_host()
     assert isinstance(host, A1111ControlNet)
-    assert host.models() == fake.CN_MODELS
+    assert host.models() == fake.CN_MODELS[::-1]  # SCG ControlNets (SCG metadata in the file) first
     cb = callbacks(host)
     images, info = generate(cb)
     assert "Generated 1 image" in info, info
@@ -66,7 +69,7 @@ def test_a1111_generation_builds_the_unit_the_extension_needs(monkeypatch, recor
     [cn] = p.scripts.alwayson_scripts  # only a copy of the ControlNet script runs, carrying our one unit
     assert cn.title() == "ControlNet" and (cn.args_from, cn.args_to) == (0, 1)
     [unit] = p.script_args_value
-    assert unit.enabled is True and unit.module == "none" and unit.model == fake.CN_MODELS[0]
+    assert unit.enabled is True and unit.module == "none" and unit.model == "scg_brightness [0a1b2c3d]"
     assert unit.weight == 0.8 and (unit.guidance_start, unit.guidance_end) == (0.1, 0.9)
     assert unit.resize_mode == "Just Resize" and unit.control_mode == "Balanced"
     assert unit.image.dtype == np.uint8 and unit.image.shape == (64, 96, 3)  # RGB at the generation size
@@ -83,7 +86,8 @@ def test_a1111_generation_builds_the_unit_the_extension_needs(monkeypatch, recor
 def test_forge_generation_uses_its_unit_format_and_main_thread(monkeypatch, record, tmp_path, image_fg):
     forge(monkeypatch, record, tmp_path, image_fg=image_fg)
     host = detect_host()
-    assert isinstance(host, ForgeControlNet) and host.models() == ["scg_edges [1234abcd]"]
+    assert isinstance(host, ForgeControlNet)
+    assert host.models() == ["scg_edges [1234abcd]", "control_v11p_sd15_canny [d14c016b]"]
     cb = callbacks(host)
     images, info = generate(cb, groups=["edges_fine (edges)"], width=64, height=80)
     assert "Generated 1 image" in info, info
