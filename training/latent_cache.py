@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 
@@ -46,8 +47,6 @@ class LatentCache:
         g = torch.Generator()
         for i in tqdm(todo, desc="caching latents and text", disable=not progress, unit="img"):
             item = data.items[i]
-            from PIL import Image
-
             with Image.open(item.path) as img:
                 pixels = samples.crop(img, g)[None]
             dist = objective.latent_distribution(pixels.to(objective.device))[0]

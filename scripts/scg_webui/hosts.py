@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import importlib
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -55,7 +56,7 @@ class GenerationRequest:
     sampler_name: str = "Euler a"
 
 
-class ControlNetHost:
+class ControlNetHost(ABC):
     """What the tab and the preprocessor need from a host's ControlNet."""
 
     name = "none"
@@ -64,19 +65,18 @@ class ControlNetHost:
         """Why the tab cannot generate here ("" when it can)."""
         return ""
 
+    @abstractmethod
     def models(self) -> list[str]:
-        return []
+        """The host's ControlNet model names, SCG ones first."""
 
-    def make_unit(self, req: UnitRequest):
-        raise NotImplementedError
-
+    @abstractmethod
     def generate(self, req: GenerationRequest) -> list[np.ndarray]:
-        raise NotImplementedError
+        """txt2img with one ControlNet unit made from ``req.unit``; the images as uint8 RGB."""
 
+    @abstractmethod
     def register_preprocessor(self, run: Callable, group_label: str, groups: int) -> bool:
         """Register :data:`PREPROCESSOR_NAME`; ``run(image, resolution, group_number)`` → uint8 hint.
-        Returns False when it was registered before (scripts reloaded)."""
-        raise NotImplementedError
+        Returns False when it was registered before (scripts reloaded) or cannot be."""
 
 
 class NoControlNet(ControlNetHost):
@@ -85,6 +85,9 @@ class NoControlNet(ControlNetHost):
     def problem(self) -> str:
         return ("No ControlNet found: on AUTOMATIC1111 install the sd-webui-controlnet extension (Extensions → "
                 "Available) and restart; Forge has ControlNet built in. The hint preview works without it.")
+
+    def models(self) -> list[str]:
+        return []
 
     def generate(self, req: GenerationRequest) -> list[np.ndarray]:
         raise RuntimeError(self.problem())
@@ -133,8 +136,7 @@ class A1111ControlNet(ControlNetHost):
                 self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=0, step=1)
                 self.sorting_priority = 5
 
-            def __call__(self, input_image, resolution, slider_1=None, slider_2=None, slider_3=None, **kwargs):
-                return run(input_image, resolution, slider_1)
+            __call__ = _preprocessor_call(run)
 
         Base.add_supported_preprocessor(SCGHypercolumn())
         return True
@@ -182,11 +184,19 @@ class ForgeControlNet(ControlNetHost):
                 self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=0, step=1, visible=True)
                 self.sorting_priority = 5
 
-            def __call__(self, input_image, resolution, slider_1=None, slider_2=None, slider_3=None, **kwargs):
-                return run(input_image, resolution, slider_1)
+            __call__ = _preprocessor_call(run)
 
         self.shared.add_supported_preprocessor(SCGHypercolumn())
         return True
+
+
+def _preprocessor_call(run: Callable):
+    """The ``__call__`` both hosts' preprocessors share: slider 1 is the group number."""
+
+    def call(self, input_image, resolution, slider_1=None, slider_2=None, slider_3=None, **kwargs):
+        return run(input_image, resolution, slider_1)
+
+    return call
 
 
 def scg_first(names: list[str], path_of: Callable[[str], object]) -> list[str]:

@@ -53,9 +53,10 @@ class TabCallbacks:
             return None, error_text(e)
 
     def describe(self, image, groups) -> str:
-        names = self.service.group_names(self.settings(), groups)
+        settings = self.settings()
+        names = self.service.group_names(settings, groups)
         kept = ", ".join(names) if names else "all modules"
-        return f"Hint of **{kept}** · {image.shape[1]}×{image.shape[0]} · autoencoder: {self.settings().autoencoder}"
+        return f"Hint of **{kept}** · {image.shape[1]}×{image.shape[0]} · autoencoder: {settings.autoencoder}"
 
     def generation_hint(self, image, groups, gains, width: int, height: int) -> np.ndarray:
         """The hint at the generation size (source scaled to cover it and centre-cropped), uint8."""

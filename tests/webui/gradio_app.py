@@ -39,6 +39,9 @@ class RecordingHost(ControlNetHost):
         self.requests.append(req)
         return [255 - req.unit.hint]  # an "image" that depends on the hint it was given
 
+    def register_preprocessor(self, run, group_label, groups):
+        return False
+
 
 def make_tab():
     host = RecordingHost()
