@@ -5,7 +5,8 @@
 For each constrained seed: every module with ≥75% colour energy (or classed colour), its share of
 the held-out photo's energy and the angle between its colour axis (top singular vector of its
 kernels' DC weights, projected on the plane orthogonal to (1,1,1)) and the photo's main chroma
-axis. Explains why one seed fails "≥ 2 colour-opponent modules" (docs/training_modular_ae.md).
+axis. A colour module lined up with a photo whose chroma has one axis leaves its orthogonal partner
+little of that photo's energy (docs/training_modular_ae.md, "Chroma gain").
 """
 
 import json

@@ -79,16 +79,19 @@ class PairBatches(torch.utils.data.Dataset):
     """``batches[step]`` → one training step's data for this rank.
 
     ``colour_augment`` (a probability; ``True`` = 1) permutes an image's RGB channels at random.
+    ``chroma_gain`` > 1 scales each image's colour-opponent part (pixel minus its grey value) by a
+    factor drawn uniformly from [1, chroma_gain]; values may leave [0,1] (the model is linear).
 
     Returns a dict: ``crops`` ``[B,3,c,c]`` (reconstruction), ``patches``, ``transformed``
     ``[N,3,p,p]`` and ``delta`` ``[N,3]`` (equivariance pairs), all in [0,1].
     """
 
     def __init__(self, folder: ImageFolder, *, seed: int, rank: int, crop: int, batch: int,
-                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0) -> None:
+                 pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
+                 chroma_gain: float = 1.0) -> None:
         self.folder, self.seed, self.rank, self.colour_augment = folder, seed, rank, colour_augment
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
-        self.images_per_step = images_per_step
+        self.images_per_step, self.chroma_gain = images_per_step, chroma_gain
 
     def __len__(self) -> int:
         return 2**62
@@ -105,6 +108,10 @@ class PairBatches(torch.utils.data.Dataset):
             p = float(self.colour_augment)
             images = [img[torch.randperm(3, generator=g)] if p >= 1 or float(torch.rand(1, generator=g)) < p else img
                       for img in images]
+        if self.chroma_gain > 1:
+            gains = 1 + (self.chroma_gain - 1) * torch.rand(len(images), generator=g)
+            greys = [img.mean(0, keepdim=True) for img in images]
+            images = [grey + gain * (img - grey) for img, grey, gain in zip(images, greys, gains.tolist(), strict=True)]
         crops = []
         for n in range(self.batch):
             img = images[n % len(images)]

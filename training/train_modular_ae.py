@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
     io.add_argument("--colour-augment", type=float, nargs="?", const=1.0, default=0.0, metavar="P",
                     help="random RGB channel order for a share P of the images (alone: P = 1, colour-symmetric statistics)")
+    io.add_argument("--chroma-gain", type=float, default=1.0, metavar="G",
+                    help="scale each image's colour (pixel minus grey) by a random factor in [1, G]")
     model = p.add_argument_group("architecture (released model: 16 × 4, bipolar, stride 4)")
     model.add_argument("--num-modules", type=int, default=16)
     model.add_argument("--module-channels", type=int, default=4)
@@ -208,7 +210,7 @@ def main(args: argparse.Namespace) -> dict:
     folder = ImageFolder(args.data, min_image_size(args.crop, objective.ae.config.receptive_field, args.max_shift), cache=not args.no_cache)
     batches = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
                           pairs=args.pairs, patch=objective.ae.config.receptive_field, max_shift=args.max_shift,
-                          colour_augment=args.colour_augment)
+                          colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, args.steps), num_workers=args.workers)
     model, optimizer = accelerator.prepare(objective, optimizer)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "

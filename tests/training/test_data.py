@@ -46,3 +46,22 @@ def test_colour_augment_probability_permutes_a_share_of_the_images(tmp_path):
     everything = batches(folder, colour_augment=1.0)
     same_as_true = batches(folder, colour_augment=True)
     assert all(torch.equal(everything[s]["crops"], same_as_true[s]["crops"]) for s in range(5))
+
+
+def test_chroma_gain_scales_colour_around_grey_and_keeps_luminance(tmp_path):
+    folder = flat_folder(tmp_path)
+    plain = batches(folder)[0]["crops"][0, :, 0, 0]
+    grey = plain.mean()
+    strong = batches(folder, chroma_gain=3.0)
+    factors = []
+    for step in range(20):
+        b = strong[step]
+        values = b["crops"][0, :, 0, 0]
+        torch.testing.assert_close(values.mean(), grey)  # luminance unchanged
+        factor = float((values[2] - grey) / (plain[2] - grey))  # blue: the channel furthest from grey
+        torch.testing.assert_close(values, grey + factor * (plain - grey))  # one factor for all channels
+        assert torch.equal(b["patches"][0, :, 0, 0], values)  # pairs come from the same scaled image
+        factors.append(factor)
+    assert 1 <= min(factors) and max(factors) <= 3 and max(factors) - min(factors) > 1
+    unit = batches(folder, chroma_gain=1.0)
+    assert all(torch.equal(unit[s]["crops"], batches(folder)[s]["crops"]) for s in range(3))
