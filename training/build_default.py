@@ -144,7 +144,7 @@ def render(study: dict) -> str:
               "and ablated:", "", f"![](seed{s0}_ablated/modules.png)", "",
               "Tuning curves (left: amplitude vs spatial frequency 0–0.5 c/px; right: vs orientation at the measured frequency):", "",
               f"![](seed{s0}_constrained/tuning.png)", "", f"![](seed{s0}_ablated/tuning.png)", "",
-              "Training time per run (s): " + ", ".join(f"seed {s}: {study['seeds'][s]['constrained']['train_seconds']:.0f} / {study['seeds'][s]['ablated']['train_seconds']:.0f}" for s in seeds) + " (constrained / ablated, CPU, 2 threads)."]
+              "Training time per run (s): " + ", ".join(f"seed {s}: {study['seeds'][s]['constrained']['train_seconds']:.0f} / {study['seeds'][s]['ablated']['train_seconds']:.0f}" for s in seeds) + " (constrained / ablated, one CPU thread each)."]
     return "\n".join(lines) + "\n"
 
 
