@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import weakref
@@ -52,9 +53,38 @@ def sd15_problem(control_net) -> str | None:
 def _hint_weight(control_model):
     block = getattr(control_model, "input_hint_block", None)
     try:
-        return block[0].weight
+        first = block[0]
+        return getattr(first, "conv", first).weight  # through a ConstantPadConv
     except (TypeError, IndexError, AttributeError):
         return None
+
+
+def with_official_hint(control_net, official):
+    """A copy of ``control_net`` (a converted official SCG ControlNet) whose first hint convolution is
+    fed as the official one was (:class:`scg_core.hint_border.OfficialHintConv`: the hint cropped to
+    the official autoencoder's size and padded with the mean colour), so it computes exactly what the
+    official ControlNet computes.
+
+    The copy shares every weight with the original: only the hint block's first layer is wrapped, in
+    a shallow copy of the model, so the ControlNet ComfyUI's loader cached is left as it is. Raises
+    ``ValueError`` when the model has no such convolution.
+    """
+    model = getattr(control_net, "control_model", None)
+    block = getattr(model, "input_hint_block", None)
+    try:
+        first = block[0]
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"this {type(control_net).__name__} has no hint block to feed the official way") from None
+    wrapped = scg_core().hint_border.OfficialHintConv(first, official)
+    new_block = copy.copy(block)
+    new_block._modules = dict(block._modules)
+    new_block._modules[next(iter(block._modules))] = wrapped
+    new_model = copy.copy(model)
+    new_model._modules = dict(model._modules)
+    new_model._modules["input_hint_block"] = new_block
+    new = control_net.copy()
+    new.control_model = new_model
+    return new
 
 
 def _controlnet_files():
@@ -168,6 +198,14 @@ class SCGControlNetApply:
             for p in problems:
                 log.warning("SCG ControlNet Apply: %s", p)
             lines += [f"WARNING: {p}" for p in problems] or [f"groups match the ControlNet's training ({', '.join(g.name for g in meta.groups)})"]
+            if meta.official_hint is not None:
+                try:
+                    control_net = with_official_hint(control_net, meta.official_hint)
+                    lines.append("official SCG ControlNet: its hint block sees the hint as the official one did "
+                                 "(official size and border)")
+                except ValueError as e:
+                    log.warning("SCG ControlNet Apply: %s; results differ from the official ControlNet near the border", e)
+                    lines.append(f"WARNING: {e}; results differ from the official ControlNet near the border")
         else:
             lines.append("no SCG metadata found for this ControlNet: group choice not checked")
         import nodes as comfy_nodes  # ComfyUI's own nodes.py

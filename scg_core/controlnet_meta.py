@@ -15,6 +15,12 @@ Keys (all strings, as safetensors requires):
 * ``scg_group_mode``: ``"fixed"`` (every hint kept ``scg_groups``) or ``"random"`` (one of
   ``scg_groups`` drawn per sample, so any one of them is a valid hint); absent means fixed
 * ``scg_base_model``: what it was trained against, e.g. ``"sd15"`` (informative)
+* ``scg_official_hint``: only in converted official ControlNets — JSON ``{"pad_value": [...],
+  "stride", "padding", "receptive_field"}`` (:class:`scg_core.hint_border.OfficialHint`): the official
+  hint block saw the autoencoder's raw hint at the decoder's size (509 of 512) and zero-padded it in
+  normalised units (``pad_value``, the mean colour, in image units). A host that holds the model
+  feeds its first hint convolution that way and is exact; others pad the full-size hint with black,
+  which changes every residual (through GroupNorm and attention).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from .groups import Group
+from .hint_border import OfficialHint
 from .model import ModularAE
 
 FORMAT = "scg.controlnet"
@@ -45,6 +52,7 @@ class ControlNetInfo:
     hint_contract: int = 1
     group_mode: str = "fixed"
     base_model: str = ""
+    official_hint: OfficialHint | None = None  # converted official ControlNets only
 
     @property
     def modules(self) -> tuple[int, ...]:
@@ -108,8 +116,9 @@ def parse_controlnet_metadata(raw: Mapping[str, str] | None) -> ControlNetInfo |
         mode = raw.get("scg_group_mode", "fixed")
         if mode not in ("fixed", "random"):
             raise ValueError(f"unknown scg_group_mode {mode!r}")
+        official = OfficialHint.from_json(raw["scg_official_hint"]) if "scg_official_hint" in raw else None
         return ControlNetInfo(groups, gains, str(ae.get("fingerprint", "")), int(raw.get("scg_hint_contract", "1")),
-                              mode, raw.get("scg_base_model", ""))
+                              mode, raw.get("scg_base_model", ""), official)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise ValueError(f"the SCG metadata of this ControlNet is damaged ({type(e).__name__}: {e})") from e
 

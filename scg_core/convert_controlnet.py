@@ -2,18 +2,23 @@
 
     python -m scg_core.convert official-controlnet scg_hc3.ckpt scg_hc3.safetensors --groups HC3
 
-Read (SCG_NOTES §5): ``control_model.input_hint_block_new.0.lgn_ende[.0].conv.*`` is the frozen
-modular autoencoder (the official code also registers it as ``control_model.hypercolumn.*``; that
-copy is checked and dropped), ``control_model.input_hint_block_new.{1..}`` the standard hint block
-shifted by one, every other ``control_model.*`` tensor a standard ldm ControlNet. The SD weights
-and diffusion buffers are dropped.
+Read (SCG_NOTES §5; ``cldm/cldm.py`` of the official release): ``control_model.input_hint_block_new.0.
+lgn_ende.conv.*`` is the frozen modular autoencoder (the official ``ControlNet`` also registers it as
+``control_model.hypercolumn.*``; that copy is checked and dropped), ``control_model.input_hint_block_new.
+{1..}`` the standard hint block shifted by one, every other ``control_model.*`` tensor a standard ldm
+ControlNet. The SD weights, diffusion buffers, optimizer state and callbacks are dropped (with
+``mmap`` they are never even read).
 
 Written: the ControlNet in the standard ldm layout (:mod:`scg_core.controlnet_layout`), hint block
 renumbered to ``input_hint_block.{0..}`` and the autoencoder's input normalisation folded into its
-first conv, so it takes the project's hint in [0,1] (``ModularAE.hint``) where the official one
-took the raw hint — with SCG metadata; and the autoencoder in scg_core's format. Two things the
-weights cannot show are assumed as in the official defaults: hint-block strides 2, 2, 2, and that
-hosts pass the hint at the generation size (the official block resized it to a 512 shorter side).
+first conv, so it takes the project's hint in [0,1] (``ModularAE.hint``) where the official one took
+the raw hint — with SCG metadata, including ``scg_official_hint`` (how the official block saw its
+hint: the decoder's size, 509 of 512, and a zero border in normalised units; ComfyUI's SCG ControlNet
+Apply feeds it that way and is exact, :mod:`scg_core.hint_border`); and the autoencoder in scg_core's
+format. Assumed as in the official defaults, since the weights cannot show them: hint-block strides
+2, 2, 2. The official block resized every hint to a 512-pixel shorter side, so the official model ran
+at that size only; hosts pass the hint at the generation size, so the converted one runs at any size
+(the same computation at 512).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,26 +40,15 @@ from .controlnet_layout import (
     save_controlnet,
 )
 from .controlnet_meta import controlnet_metadata
-from .convert import (
-    OFFICIAL_AE_KEYS,
-    OFFICIAL_AE_PREFIX,
-    load_official_pickle,
-    official_ae_from_state,
-)
+from .convert import OFFICIAL_AE_KEYS, OFFICIAL_EYE, load_official_pickle, official_ae_from_state
 from .groups import OFFICIAL_GROUPS, Group
+from .hint_border import OfficialHint
 from .model import ModularAE
 from .weights_io import WeightsError, save
 
-# Lightning stores ``hyper_parameters`` as its AttributeDict (a dict subclass) when the module called
-# save_hyperparameters(); every other field is plain data. It is read as an OrderedDict, so no
-# Lightning code is imported or run. Names: PL 1.x, then lightning_fabric / lightning 2.x.
-LIGHTNING_GLOBALS = [(OrderedDict, f"{module}.AttributeDict") for module in (
-    "pytorch_lightning.utilities.parsing", "lightning_fabric.utilities.data", "lightning.fabric.utilities.data")]
-
 HINT_NEW = LDM_PREFIX + "input_hint_block_new."
 AE_COPY = LDM_PREFIX + "hypercolumn."
-AE_PREFIXES = ("lgn_ende.", "lgn_ende.0.")  # + OFFICIAL_AE_KEYS
-AE_CONSTANT = "conv.eye"  # the official layer's identity buffer, not a weight
+AE_PREFIXES = ("lgn_ende.conv.", "lgn_ende.0.conv.")  # + OFFICIAL_AE_KEYS or OFFICIAL_EYE
 REQUIRED = ("time_embed.0.weight", "input_blocks.0.0.weight", "input_hint_block.0.weight", "zero_convs.0.0.weight",
             "middle_block.0.in_layers.0.weight", "middle_block_out.0.weight")
 NO_GROUPS = ("the official SCG release trains one ControlNet per hypercolumn ({names}), and which one a checkpoint "
@@ -105,6 +98,13 @@ def split_official_controlnet(obj: Any, source: str = "") -> OfficialControlNet:
     return OfficialControlNet(out, ae, dropped)
 
 
+def official_hint(ae: ModularAE) -> OfficialHint:
+    """How the official hint block saw the hint of ``ae``: its decoder's size, zero padding in
+    normalised units (= the mean colour in image units)."""
+    c = ae.config
+    return OfficialHint(tuple(c.mean), c.stride, c.padding, c.receptive_field)
+
+
 def _what_it_is(state: Any) -> str:
     if not isinstance(state, dict):
         return f"found a {type(state).__name__}"
@@ -117,13 +117,13 @@ def _what_it_is(state: Any) -> str:
 
 def _embedded_ae(control: dict[str, Tensor], source: str) -> ModularAE:
     block = {k[len(HINT_NEW + "0."):]: v for k, v in control.items() if k.startswith(HINT_NEW + "0.")}
-    prefix = next((p for p in AE_PREFIXES if p + "conv.c1_1.weight" in block), None)
+    prefix = next((p for p in AE_PREFIXES if p + "c1_1.weight" in block), None)
     if prefix is None:
         raise WeightsError(f"{source}: {HINT_NEW}0 is not the SCG autoencoder: no lgn_ende.conv.c1_1.weight "
                            f"(found {sorted(block)[:8]})")
     expected = {prefix + suffix for suffix in OFFICIAL_AE_KEYS}
     missing = sorted(expected - set(block))
-    unknown = sorted(set(block) - expected - {prefix + AE_CONSTANT})
+    unknown = sorted(set(block) - expected - {prefix + OFFICIAL_EYE})
     if missing or unknown:
         raise WeightsError(f"{source}: the autoencoder in {HINT_NEW}0 lacks {missing} and has unexpected {unknown}")
     for key, value in control.items():  # the same module registered a second time
@@ -131,8 +131,7 @@ def _embedded_ae(control: dict[str, Tensor], source: str) -> ModularAE:
             twin = block.get(key[len(AE_COPY):])
             if twin is None or not torch.equal(twin, value):
                 raise WeightsError(f"{source}: {key} is not a copy of the autoencoder in {HINT_NEW}0")
-    ae_state = {OFFICIAL_AE_PREFIX + suffix: block[prefix + suffix] for suffix in OFFICIAL_AE_KEYS}
-    ae = official_ae_from_state({"state_dict": ae_state}, source)
+    ae = official_ae_from_state({"state_dict": block}, source)
     ae.provenance = {"source": "official-controlnet", "original_file": Path(source).name}
     return ae
 
@@ -175,7 +174,7 @@ def convert_official_controlnet(src: str | Path, dst: str | Path, *, groups: Seq
     if ae_path.resolve() == dst.resolve():
         raise ValueError(f"the ControlNet and the autoencoder would both be written to {dst}; pick another --ae-out")
     group_names(OFFICIAL_GROUPS, groups, random_groups)  # fail before reading gigabytes
-    obj = load_official_pickle(src, LIGHTNING_GLOBALS, mmap=True)  # the SD weights and optimizer state stay on disk
+    obj = load_official_pickle(src, mmap=True)  # the SD weights and optimizer state stay on disk
     net = split_official_controlnet(obj, str(src))
     sha = _sha256(src)
     lightning = {k: obj[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if isinstance(obj, dict) and k in obj}
@@ -183,7 +182,8 @@ def convert_official_controlnet(src: str | Path, dst: str | Path, *, groups: Seq
                   "dropped": net.dropped, "hint_normalization_folded": {"mean": list(net.ae.config.mean), "std": list(net.ae.config.std)},
                   "lightning": {k: v for k, v in lightning.items() if isinstance(v, (int, float, str))}}
     metadata = {**controlnet_metadata(net.ae, group_names(net.ae.groups, groups, random_groups), random_groups=random_groups,
-                                      base_model="sd15"), "scg_provenance": json.dumps(provenance)}
+                                      base_model="sd15"), "scg_provenance": json.dumps(provenance),
+                "scg_official_hint": official_hint(net.ae).to_json()}
     save(net.ae, ae_path, provenance={"original_sha256": sha})
     save_controlnet(dst, net.state, metadata, dtype)
     return Converted(dst, ae_path, net.ae, metadata)

@@ -71,3 +71,17 @@ def test_random_group_mode_accepts_any_single_trained_group(tiny_ae):
     assert "one group at a time" in selection_mismatch(info, tiny_ae, ["E2"])[0]
     with pytest.raises(ValueError, match="scg_group_mode"):
         parse_controlnet_metadata({**controlnet_metadata(tiny_ae, ["lum"]), "scg_group_mode": "sometimes"})
+
+
+def test_the_official_hint_geometry_round_trips_and_is_absent_from_trained_controlnets(tiny_ae):
+    from scg_core.hint_border import OfficialHint
+
+    assert parse_controlnet_metadata(controlnet_metadata(tiny_ae, ["lum"])).official_hint is None
+    official = OfficialHint((0.5, 0.25, 0.75))
+    info = parse_controlnet_metadata({**controlnet_metadata(tiny_ae, ["lum"]), "scg_official_hint": official.to_json()})
+    assert info.official_hint == official
+    assert [official.size(n) for n in (512, 768, 510, 64)] == [509, 765, 509, 61]  # (ceil(n/4) − 1)·4 − 20 + 21
+    with pytest.raises(ValueError, match="damaged"):
+        parse_controlnet_metadata({**controlnet_metadata(tiny_ae, ["lum"]), "scg_official_hint": "{not json"})
+    with pytest.raises(ValueError, match="pad_value"):
+        parse_controlnet_metadata({**controlnet_metadata(tiny_ae, ["lum"]), "scg_official_hint": "[1, 2]"})

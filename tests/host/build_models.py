@@ -11,6 +11,9 @@ Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
   bundled default's ``brightness``. Keyed by the default's fingerprint, since its metadata names
   that autoencoder.
 * ``controlnet_sd21.safetensors`` — an SD2.1-shaped ControlNet (the "not SD1.5" case)
+* ``official-<fingerprint>/`` (:func:`official_scg_controlnet`) — an official SCG ControlNet checkpoint
+  at full size, as the official training writes it, converted by ``official-controlnet``; the
+  5.7 GB pickle itself is deleted once converted.
 """
 
 from __future__ import annotations
@@ -103,3 +106,55 @@ def scg_controlnet(models: Path) -> Path:
         for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
             block.weight.normal_(0, 0.02)
     return export_controlnet(cn, path, controlnet_metadata(default, ["brightness"]))
+
+
+OFFICIAL_GROUP = "HC0"  # cldm_v15.yaml's hypercond: [0]
+
+
+def official_scg_controlnet(models: Path) -> dict[str, Path]:
+    """A full-size official SCG ControlNet (``ControlLDM`` of ``models/cldm_v15.yaml`` in a Lightning
+    checkpoint, tests/official_checkpoints.py) with the bundled default's trained autoencoder weights
+    in the official layout (random ones would make hints far outside [0,1]); the SD weights it carries
+    are zeros (written all the same, never read by the converter), the ControlNet's are random with
+    non-zero output convolutions and hint convolutions strong enough that the residuals depend on
+    the hint. Converted with ``python -m scg_core.convert official-controlnet --groups HC0``.
+
+    Returns ``converted`` (the ControlNet, fp16), ``ae`` (its autoencoder), ``official`` (the
+    official ControlNet's own weights under lllyasviel's plain names, fp32) and ``ae_state`` (the
+    official autoencoder tensors). About a minute and 9 GB of disk while it builds; ~2.3 GB kept.
+    """
+    import scg_core
+    from scg_core.controlnet_meta import fingerprint
+
+    out = models / f"official-{fingerprint(scg_core.load_default())}"
+    files = {"converted": out / "scg_official_hc0.safetensors", "ae": out / "scg_official_hc0_modular_ae.safetensors",
+             "official": out / "official_controlnet_plain.safetensors", "ae_state": out / "official_ae.safetensors"}
+    if (out / "done").is_file():
+        return files
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from scg_core.convert import main as convert
+
+    from ..official_checkpoints import SD15, official_ae_state_of, official_control_weights, official_controlnet_checkpoint
+
+    for stale in models.glob("official-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    ae_state = official_ae_state_of(scg_core.load_default())
+    ckpt = official_controlnet_checkpoint(ae_state, SD15, seed=0, frozen="zeros")
+    save_file({k: v.contiguous() for k, v in official_control_weights(ckpt).items()}, str(partial / files["official"].name))
+    save_file({k: v.contiguous() for k, v in ae_state.items()}, str(partial / files["ae_state"].name))
+    with tempfile.TemporaryDirectory(dir=models) as tmp:
+        src = Path(tmp) / "epoch=4-step=147860.ckpt"
+        torch.save(ckpt, src)
+        del ckpt
+        if convert(["official-controlnet", str(src), str(partial / files["converted"].name), "--groups", OFFICIAL_GROUP]):
+            raise RuntimeError("official-controlnet failed on the official-form checkpoint")
+    (partial / "done").write_text("ok")
+    partial.rename(out)
+    return files
