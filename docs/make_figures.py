@@ -33,9 +33,9 @@ def group_gallery(ae: scg_core.ModularAE, image: torch.Tensor, tile: int = 220) 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ae = scg_core.load_default()
-    chelsea = load_image(ROOT / "examples" / "chelsea.jpg")
+    chelsea = load_image(ROOT / "photos" / "chelsea.jpg")
     decomposition_sheet(ae, chelsea, tile=192).save(OUT / "chelsea_sheet.png")
-    group_gallery(ae, load_image(ROOT / "examples" / "astronaut.jpg")).save(OUT / "astronaut_groups.png")
+    group_gallery(ae, load_image(ROOT / "photos" / "astronaut.jpg")).save(OUT / "astronaut_groups.png")
     for name in ("chelsea_sheet.png", "astronaut_groups.png"):
         print(OUT / name)
 

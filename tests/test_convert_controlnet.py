@@ -207,7 +207,7 @@ def test_fed_as_the_official_block_was_the_converted_controlnet_is_the_official_
         down, mid = model(*args, controlnet_cond=hint, return_dict=False)
         return [*down, mid]
 
-    photo = fit_to_size(load_image(os.path.join(REPO, "examples", "chelsea.jpg")), (512, 512))
+    photo = fit_to_size(load_image(os.path.join(REPO, "photos", "chelsea.jpg")), (512, 512))
     g = torch.Generator().manual_seed(0)
     args = (torch.randn(1, 4, 64, 64, generator=g), torch.tensor([500]), torch.randn(1, 7, 32, generator=g))
     mean, std = torch.tensor(NORM_MEAN).view(1, 3, 1, 1), torch.tensor(NORM_STD).view(1, 3, 1, 1)

@@ -7,7 +7,7 @@ import scg_core
 from scg_core.cli import main
 from scg_core.characterize import LABELS
 
-EXAMPLE = scg_core.DEFAULT_WEIGHTS.parents[2] / "examples" / "chelsea.jpg"
+EXAMPLE = scg_core.DEFAULT_WEIGHTS.parents[2] / "photos" / "chelsea.jpg"
 
 
 def test_default_loads_with_the_released_configuration_and_named_groups():

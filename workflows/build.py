@@ -173,12 +173,12 @@ def workflows(defs) -> dict[str, dict]:
 
 
 def example_images(out: Path) -> None:
-    """Inputs for the workflows (copy them into ComfyUI/input), made from ``examples/``."""
+    """Inputs for the workflows (copy them into ComfyUI/input), made from ``photos/``."""
     from PIL import Image, ImageChops, ImageFilter, ImageOps
 
     out.mkdir(exist_ok=True)
-    cat = Image.open(ROOT / "examples" / "chelsea.jpg").convert("RGB")
-    astronaut = Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB")
+    cat = Image.open(ROOT / "photos" / "chelsea.jpg").convert("RGB")
+    astronaut = Image.open(ROOT / "photos" / "astronaut.jpg").convert("RGB")
     cat.save(out / "chelsea.jpg", quality=92)
     edges = ImageOps.grayscale(cat).filter(ImageFilter.GaussianBlur(1.2)).filter(ImageFilter.FIND_EDGES)
     sketch = ImageOps.invert(edges.point(lambda v: 255 if v > 10 else v * 12))  # dark strokes on white

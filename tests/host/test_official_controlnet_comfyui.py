@@ -96,7 +96,7 @@ def test_a_converted_official_controlnet_in_comfyui_computes_the_official_residu
     from ..official_checkpoints import official_hypercolumn_hint, released_factors
 
     files = official_scg_controlnet(sd15_models)
-    photo = fit_to_size(load_image(REPO / "examples" / "chelsea.jpg"), (512, 512))
+    photo = fit_to_size(load_image(REPO / "photos" / "chelsea.jpg"), (512, 512))
     group = int(OFFICIAL_GROUP[2:])
     raw = official_hypercolumn_hint(photo, released_factors(load_file(files["ae_state"])), [group])
     g = torch.Generator().manual_seed(0)

@@ -103,7 +103,7 @@ def test_in_a_browser_upload_pick_a_group_see_the_hint_change_and_send_it(served
             pytest.fail(problem)
         pytest.skip(problem)
     version, url = served
-    photo = REPO / "examples" / "chelsea.jpg"
+    photo = REPO / "photos" / "chelsea.jpg"
     driver = browser.headless_chromium(1400, 1600)
     try:
         driver.get(url)
