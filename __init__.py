@@ -20,4 +20,8 @@ except Exception as e:  # noqa: BLE001 — never break ComfyUI's start-up
     logging.getLogger("scg").error("SCG nodes could not be loaded: %s", e)
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# ComfyUI's frontend loads every .js file in this folder: it shows the nodes' info text on the node.
+# (javascript/ is the A1111 extension's, which A1111 loads; ComfyUI never looks there.)
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

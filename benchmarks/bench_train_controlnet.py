@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 
 def build_models(shapes: str):
-    """Random-weight UNet, VAE, text encoder of SD1.5 shapes (../shared/HOSTS.md) or a tiny SD1 shape."""
+    """Random-weight UNet, VAE, text encoder of SD1.5 shapes or a tiny SD1 shape."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

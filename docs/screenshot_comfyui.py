@@ -25,13 +25,13 @@ OUT = ROOT / "docs" / "images"
 
 
 def browser():
-    return headless_chromium(1700, 1000)
+    return headless_chromium(1700, 1200)
 
 
 def show(driver, server, workflow: str, run: bool, out: Path, scale: float) -> None:
     driver.get(server.url)
-    for _ in range(200):
-        if driver.execute_script("return !!(window.app && window.app.graph)"):
+    for _ in range(200):  # the page, with this pack's web extension (the info box on the nodes)
+        if driver.execute_script("return !!(window.app && window.app.graph && app.extensions.some(e => e.name === 'scg.nodes.info'))"):
             break
         time.sleep(0.1)
     wf = json.loads((ROOT / "workflows" / workflow).read_text())

@@ -19,5 +19,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SCGLoadModularAE": "Load Modular AE",
     "SCGModularAEEncode": "Modular AE Encode (hypercolumn)",
     "SCGControlNetApply": "SCG ControlNet Apply",
-    "SCGDecompositionSheet": "SCG Decomposition Sheet",
+    "SCGDecompositionSheet": "SCG Decomposition Sheet (all hints)",
 }

@@ -14,11 +14,14 @@ from .deps import scg_core
 from .hint_nodes import (
     AE_TOOLTIP,
     AE_TYPE,
-    CATEGORY,
+    APPLY_CATEGORY,
     GAINS_TOOLTIP,
     GROUPS_TOOLTIP,
     IMAGE_TOOLTIP,
+    INFO_TOOLTIP,
+    NOT_CONNECTED,
     ae_or_default,
+    check_selection,
     compute_hint,
 )
 
@@ -29,12 +32,22 @@ HINT_WEIGHT_KEYS = ("input_hint_block.0.weight", "control_model.input_hint_block
 _info_by_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _header_cache: dict[tuple, tuple] = {}
 
+WHAT_SCG_NEEDS = ("SCG needs an SD1.5 ControlNet trained on SCG hints: train one with "
+                  "`python -m training.train_controlnet`, or convert an official SCG ControlNet with "
+                  "`python -m scg_core.convert official-controlnet`, then load that file with 'Load ControlNet Model'")
+HINT_TOOLTIP = ("The hint the ControlNet receives. With a latent connected: the source scaled to cover the latent's "
+                "size × 8 and centre-cropped to it (no distortion: what lies outside the latent's aspect ratio is cut "
+                "off). Without: at the source's own size.")
+NO_METADATA_WARNING = ("WARNING: no SCG metadata found for this ControlNet, so the groups were not checked against "
+                       "those it was trained on. SCG ControlNets exported by training.train_controlnet or converted "
+                       "by scg_core.convert carry it in their .safetensors file in models/controlnet.")
+
 
 def sd15_problem(control_net) -> str | None:
     """Why ``control_net`` is not an SD1.5 ControlNet for 3-channel hints, or ``None``."""
     kind = type(control_net).__name__
     if kind == "T2IAdapter":
-        return "this is a T2I-Adapter, not a ControlNet; load an SD1.5 ControlNet with 'Load ControlNet Model'"
+        return f"this is a T2I-Adapter, which cannot take the SCG hint. {WHAT_SCG_NEEDS}"
     model = getattr(control_net, "control_model", None)
     if model is None:
         return None if kind == "ControlLora" else f"this {kind} has no ControlNet model to check"
@@ -153,7 +166,9 @@ class SCGControlNetApply:
             "required": {
                 "positive": ("CONDITIONING", {"tooltip": "Positive conditioning (e.g. from CLIP Text Encode, or another ControlNet apply)."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative conditioning."}),
-                "control_net": ("CONTROL_NET", {"tooltip": "An SD1.5 ControlNet from 'Load ControlNet Model' (an SCG ControlNet)."}),
+                "control_net": ("CONTROL_NET", {"tooltip": "An SD1.5 ControlNet trained on SCG hints, from 'Load ControlNet Model' "
+                                                           "(train one with python -m training.train_controlnet, or convert an "
+                                                           "official one with python -m scg_core.convert official-controlnet)."}),
                 "image": ("IMAGE", {"tooltip": "The source image: " + IMAGE_TOOLTIP}),
                 "groups": ("STRING", {"default": "brightness", "multiline": False, "tooltip": GROUPS_TOOLTIP}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
@@ -166,17 +181,27 @@ class SCGControlNetApply:
             "optional": {
                 "modular_ae": (AE_TYPE, {"tooltip": AE_TOOLTIP}),
                 "gains": ("STRING", {"default": "", "multiline": False, "tooltip": GAINS_TOOLTIP}),
-                "latent": ("LATENT", {"tooltip": "The latent you sample: the hint is computed at its size × 8. "
-                                                 "Not connected: at the source image's size (ComfyUI then rescales it)."}),
+                "latent": ("LATENT", {"tooltip": "The latent you sample: the hint is computed at its size × 8 — the source is "
+                                                 "scaled to cover that size and centre-cropped (no distortion; what lies outside "
+                                                 "the latent's aspect ratio is cut off). Not connected: at the source image's "
+                                                 "size (ComfyUI then rescales it)."}),
             },
         }
 
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "IMAGE", "STRING")
     RETURN_NAMES = ("positive", "negative", "hint", "info")
     FUNCTION = "apply"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Computes the SCG hint of the source image at the generation resolution and applies the ControlNet "
-                   "with it, exactly like 'Apply ControlNet (Advanced)' (chains with other ControlNets).")
+    CATEGORY = APPLY_CATEGORY
+    DESCRIPTION = ("Makes the SCG hint of the source image at the generation resolution and applies an SCG ControlNet "
+                   "with it, exactly like 'Apply ControlNet (Advanced)' (chains with other ControlNets). Outputs the "
+                   "conditioning, the image hint it applied and what it checked.")
+    OUTPUT_TOOLTIPS = ("Positive conditioning with the ControlNet applied.", "Negative conditioning with the ControlNet applied.",
+                       HINT_TOOLTIP, INFO_TOOLTIP + " It also says whether the groups match the ControlNet's SCG metadata.")
+    SEARCH_ALIASES = ("SCG", "apply controlnet", "controlnet", "SCG controlnet", "hint", "preprocessor", "hypercolumn")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, groups, gains="", modular_ae=NOT_CONNECTED):
+        return check_selection(groups, gains, modular_ae)
 
     def apply(self, positive, negative, control_net, image, groups, strength, start_percent, end_percent,
               modular_ae=None, gains="", latent=None):
@@ -207,7 +232,8 @@ class SCGControlNetApply:
                     log.warning("SCG ControlNet Apply: %s; results differ from the official ControlNet near the border", e)
                     lines.append(f"WARNING: {e}; results differ from the official ControlNet near the border")
         else:
-            lines.append("no SCG metadata found for this ControlNet: group choice not checked")
+            log.warning("SCG ControlNet Apply: %s", NO_METADATA_WARNING.removeprefix("WARNING: "))
+            lines.append(NO_METADATA_WARNING)
         import nodes as comfy_nodes  # ComfyUI's own nodes.py
 
         positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(

@@ -1,4 +1,5 @@
-"""Load Modular AE, Modular AE Encode (hypercolumn), SCG Decomposition Sheet."""
+"""Load Modular AE, Modular AE Encode (hypercolumn), SCG Decomposition Sheet (all hints), and the checks
+ComfyUI runs on their groups and gains before a prompt runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from . import models
 from .comfy_glue import compute_device, for_each_image, image_to_rgb, to_comfy_image
 from .deps import scg_core
 
-CATEGORY = "SCG"
+# Where ControlNet users look: core puts its loaders under "loaders" and "Apply ControlNet" under
+# "conditioning/controlnet"; comfyui_controlnet_aux puts hint makers under "ControlNet Preprocessors/…".
+PREPROCESSOR_CATEGORY = "ControlNet Preprocessors/SCG"
+LOADER_CATEGORY = "loaders"
+APPLY_CATEGORY = "conditioning/controlnet"
 AE_TYPE = "SCG_MODULAR_AE"
 
 GROUPS_TOOLTIP = (
@@ -16,13 +21,49 @@ GROUPS_TOOLTIP = (
     "'all' keeps every module. The bundled default has: colour, brightness, edges, texture; "
     "the official SCG autoencoder: HC0 (colour), HC1 (brightness), HC2, HC3 (edges), HC4, HC5 (higher frequency)."
 )
-GAINS_TOOLTIP = "Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept)."
-AE_TOOLTIP = "From Load Modular AE; the bundled default when not connected."
+GAINS_TOOLTIP = ("Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept); "
+                 "each factor > 0 and at most 10.")
+AE_TOOLTIP = ("From Load Modular AE; the bundled default when not connected (then the groups are checked "
+              "before the run).")
+INFO_TOOLTIP = "What was computed (groups → modules, autoencoder, image size); the node also shows it after a run."
 IMAGE_TOOLTIP = "Any batch size and size (at least 21×21); gray and RGBA are made RGB (alpha over white)."
 
 
 def ae_or_default(modular_ae):
     return modular_ae if modular_ae is not None else models.load(models.DEFAULT_NAME)
+
+
+class _NotConnected:
+    """Default of ``modular_ae`` in ``VALIDATE_INPUTS``: ComfyUI passes a linked input as ``None``
+    (its value is not known before the run) and leaves an unconnected one out."""
+
+    def __repr__(self) -> str:
+        return "<not connected>"
+
+
+NOT_CONNECTED = _NotConnected()
+
+
+def check_selection(groups, gains, modular_ae=NOT_CONNECTED):
+    """``VALIDATE_INPUTS`` of the nodes that take groups and gains: ``True``, or the problem in one line.
+
+    ComfyUI calls it before anything in the prompt runs, with the widget values (``None`` for a value
+    that comes through a link). The text is parsed as the node will parse it; when no autoencoder is
+    connected the names are also resolved against the bundled default, which is what the node uses.
+    A connected autoencoder is only known at run time, so then only the syntax is checked.
+    """
+    try:
+        core = scg_core()
+        keep = core.selection.parse_groups(str(groups)) if groups is not None else None
+        gain = core.selection.parse_gains(str(gains)) if gains is not None else {}
+        if modular_ae is NOT_CONNECTED and (groups is not None or gain):
+            try:
+                models.load(models.DEFAULT_NAME).module_gains(keep, gains=gain)
+            except ValueError as e:
+                return f"{e} (or 'all'); checked against the bundled default autoencoder, used because modular_ae is not connected"
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        return str(e)
+    return True
 
 
 def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, str]:
@@ -61,8 +102,11 @@ class LoadModularAE:
     RETURN_TYPES = (AE_TYPE,)
     RETURN_NAMES = ("modular_ae",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads an SCG modular autoencoder (kept in memory: loading it again is free)."
+    CATEGORY = LOADER_CATEGORY
+    DESCRIPTION = ("Loads the SCG modular autoencoder that Modular AE Encode (hypercolumn) and SCG ControlNet Apply "
+                   "make hints with (kept in memory: loading it again is free).")
+    OUTPUT_TOOLTIPS = ("The autoencoder, for the modular_ae input of the SCG nodes.",)
+    SEARCH_ALIASES = ("SCG", "load modular autoencoder", "SCG autoencoder", "hint model", "preprocessor model")
 
     def load(self, ae_name):
         return (models.load(ae_name),)
@@ -87,9 +131,17 @@ class ModularAEEncode:
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("hint", "info")
     FUNCTION = "encode"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Computes the SCG hint of each image: a plain RGB image in [0,1] that any ControlNet, "
-                   "preview or image node takes.")
+    CATEGORY = PREPROCESSOR_CATEGORY
+    DESCRIPTION = ("Outputs an image hint for SCG ControlNets, as a ControlNet preprocessor does: the chosen groups "
+                   "of the modular autoencoder decoded back to a plain RGB image in [0,1], the size of the input. "
+                   "Any Apply ControlNet, preview or image node takes it.")
+    OUTPUT_TOOLTIPS = ("The SCG hint: an RGB image the size of the input.", INFO_TOOLTIP)
+    SEARCH_ALIASES = ("SCG", "SCG hint", "hint", "preprocessor", "SCG preprocessor", "controlnet preprocessor",
+                      "hypercolumn", "modular autoencoder")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, groups, gains="", modular_ae=NOT_CONNECTED):
+        return check_selection(groups, gains, modular_ae)
 
     def encode(self, image, groups, modular_ae=None, gains=""):
         hint, info = compute_hint(ae_or_default(modular_ae), image, groups, gains)
@@ -112,8 +164,11 @@ class DecompositionSheet:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("sheet",)
     FUNCTION = "sheet"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Shows what each group and module of the autoencoder carries for this image (like the SCG paper's Fig. 3d)."
+    CATEGORY = PREPROCESSOR_CATEGORY
+    DESCRIPTION = ("Outputs one labelled image of every hint the autoencoder can make for this image: each group's "
+                   "hint and each module's reconstruction (like the SCG paper's Fig. 3d), to choose groups by eye.")
+    OUTPUT_TOOLTIPS = ("The sheet: one row per image, one labelled tile per group and per module.",)
+    SEARCH_ALIASES = ("SCG", "hint", "SCG hints", "all hints", "preprocessor", "decomposition", "groups", "modules")
 
     def sheet(self, image, tile, modular_ae=None):
         core = scg_core()

@@ -14,7 +14,7 @@ from .model import ModularAE
 from .weights_io import DEFAULT_WEIGHTS, NoDefaultWeightsError, WeightsError, load, load_default, read_metadata, save
 
 __version__ = "0.1.0"
-HINT_CONTRACT_VERSION = 1  # SCG_NOTES §5: clamp(raw·std + mean, 0, 1), a plain RGB image in [0,1]
+HINT_CONTRACT_VERSION = 1  # docs/scg_notes.md §5: clamp(raw·std + mean, 0, 1), a plain RGB image in [0,1]
 
 __all__ = [
     "DEFAULT_WEIGHTS",

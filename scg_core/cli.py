@@ -2,72 +2,126 @@
 
     python -m scg_core decompose photo.jpg -o sheet.png
     python -m scg_core hint sketch.png --groups HC3 -o hint.png
-    python -m scg_core hint photo.jpg --groups HC0 HC1 --gain HC0=1.5 -o hint.png
+    python -m scg_core hint photo.jpg --groups colour,brightness --gain colour=1.5 -o hint.png
+
+Every failure prints one ``error: ...`` line on stderr and exits with code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import torch
 
-from .images import ImageError, load_image, save_image
+from .images import check_output_path, load_image, save_image
 from .model import ModularAE
-from .sheet import decomposition_sheet
-from .weights_io import NoDefaultWeightsError, WeightsError, load, load_default
+from .selection import MAX_GAIN, parse_gains, parse_groups
+from .sheet import MAX_TILE, MIN_TILE, Progress, decomposition_sheet
+from .weights_io import load, load_default
+
+DEVICES = "cpu, cuda, cuda:N, mps or auto"
+OUTPUT_HELP = ("output image: .png, .jpg, .jpeg, .webp, .bmp, .tif or .tiff (png is lossless); "
+               "a missing folder is created and the output line says so")
+
+
+class UsageError(Exception):
+    """A command line argparse refused; the message says which argument and why."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error and exits; we want one line
+        raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scg_core", description="SCG modular autoencoder: hints and decompositions.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m scg_core", description="SCG modular autoencoder: hints and decompositions. "
+                    "Every failure prints one 'error:' line and exits with code 2.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, image: bool = True) -> None:
         p.add_argument("--weights", type=Path, help="Modular AE .safetensors (default: the bundled default)")
-        p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-        p.add_argument("--short-side", type=int, metavar="PX",
-                       help="resize so the shorter side is PX pixels first (the official code uses 512)")
+        p.add_argument("--device", default="cpu", help=f"{DEVICES} (default: cpu; auto = cuda, else mps, else cpu)")
+        if image:
+            p.add_argument("--short-side", type=int, metavar="PX",
+                           help="resize so the shorter side is PX pixels first, PX ≥ the receptive field (21) "
+                                "(the official code uses 512)")
 
     p = sub.add_parser("hint", help="compute the hint image for some groups")
-    p.add_argument("image", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output image (png recommended)")
-    p.add_argument("--groups", nargs="+", metavar="NAME", help="groups to keep, by name (HC3) or label (edges); default: all")
+    p.add_argument("image", type=Path, help="input image (png, jpg, webp, …)")
+    p.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
+    p.add_argument("--groups", nargs="+", metavar="NAME",
+                   help="groups to keep, by name (HC3) or label (edges), separated by commas or spaces; "
+                        "'all' (the default) keeps every module")
     p.add_argument("--modules", nargs="+", type=int, metavar="I", help="module indices to keep (added to --groups)")
     p.add_argument("--gain", action="append", default=[], metavar="NAME=FACTOR",
-                   help="scale a group's modules, e.g. --gain HC0=1.5 (repeatable; keeps that group)")
+                   help=f"scale a group's modules, e.g. --gain colour=1.5 or --gain 'colour=1.5, edges=2'; "
+                        f"0 < FACTOR ≤ {MAX_GAIN:g}; repeatable; a gained group is kept")
     common(p)
 
-    p = sub.add_parser("decompose", help="labelled sheet: input, each group's hint, each module's reconstruction")
-    p.add_argument("image", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output sheet (png)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p = sub.add_parser("decompose", help="labelled sheet: input, each group's hint, each module's reconstruction",
+                       description="Works one module at a time at the image's full resolution (about 1.2 GB for "
+                                   "12 MP); shows a progress bar when stderr is a terminal.")
+    p.add_argument("image", type=Path, help="input image (png, jpg, webp, …)")
+    p.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
+    p.add_argument("--tile", type=int, default=256, help=f"tile size in pixels, {MIN_TILE} to {MAX_TILE} (default 256)")
     common(p)
 
     p = sub.add_parser("info", help="print a weight file's config, groups and provenance")
-    p.add_argument("--weights", type=Path, help="Modular AE .safetensors (default: the bundled default)")
+    common(p, image=False)
     return parser
 
 
-def parse_gains(items: list[str]) -> dict[str, float]:
-    gains = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            gains[name] = float(value)
-        except ValueError:
-            raise ValueError(f"--gain expects NAME=FACTOR (e.g. HC0=1.5); got {item!r}") from None
-    return gains
+def resolve_device(text: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` → a usable device; ``ValueError`` says why
+    one is not usable here. ``auto`` = cuda if available, else mps if available, else cpu."""
+    name = text.strip().lower()
+    with warnings.catch_warnings(record=True) as caught:  # torch warns (rather than raises) about broken drivers
+        warnings.simplefilter("always")
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name == "auto":
+        return torch.device("cuda" if cuda_count else "mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("--device mps: mps is only available on Apple silicon (macOS 12.3+) with a torch built "
+                             "for it; use --device cpu or auto")
+        return torch.device("mps")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise ValueError(f"--device {text!r} is not accepted; use {DEVICES}")
+    if torch.version.cuda is None and torch.version.hip is None:
+        raise ValueError(f"--device {text}: this torch build has no CUDA (torch {torch.__version__}); "
+                         f"install a CUDA build of torch, or use --device cpu")
+    if not cuda_count:
+        why = f" ({str(caught[0].message).splitlines()[0]})" if caught else ""
+        raise ValueError(f"--device {text}: no CUDA device is visible{why}; check the GPU driver and "
+                         f"CUDA_VISIBLE_DEVICES, or use --device cpu")
+    index = int(match.group(1) or 0)
+    if index >= cuda_count:
+        plural = "device" if cuda_count == 1 else "devices"
+        raise ValueError(f"--device {text}: only {cuda_count} CUDA {plural} (cuda:0 to cuda:{cuda_count - 1})")
+    return torch.device("cuda", index)
 
 
-def load_model(weights: Path | None, device: str = "cpu") -> ModularAE:
+def load_model(weights: Path | None, device: torch.device | str = "cpu") -> ModularAE:
     return load(weights, device=device) if weights else load_default(device=device)
 
 
-def read_input(path: Path, short_side: int | None, device: str) -> torch.Tensor:
+def read_input(path: Path, short_side: int | None, device: torch.device | str, min_side: int = 1) -> torch.Tensor:
+    """The image at ``path`` as ``[1,3,H,W]`` in [0,1] on ``device``, its shorter side resized to
+    ``short_side`` pixels first when given (``short_side`` must be ≥ ``min_side``)."""
+    if short_side is not None and short_side < min_side:
+        raise ValueError(f"--short-side {short_side}: must be at least {min_side} pixels (the autoencoder's "
+                         f"receptive field); the official code uses 512")
     image = load_image(path)
     if short_side:
         H, W = image.shape[-2:]
@@ -77,35 +131,80 @@ def read_input(path: Path, short_side: int | None, device: str) -> torch.Tensor:
     return image.to(device)
 
 
+@contextmanager
+def progress_bar(what: str, stream: IO[str] | None = None) -> Iterator[Progress | None]:
+    """A ``progress(done, total)`` callback drawing a bar on ``stream`` (stderr): tqdm's when it is
+    installed, else a plain counter; ``None`` when ``stream`` is not a terminal (logs stay clean)."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield lambda done, total: print(f"\r{what}: {done}/{total}", end="\n" if done >= total else "", file=stream, flush=True)
+        return
+    bar = tqdm(desc=what, unit="step", file=stream, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
 def run(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
     if args.command == "info":
-        model = load_model(args.weights)
+        model = load_model(args.weights, device)
         print(model)
         for g in model.groups:
             print(f"  {g.title}: modules {list(g.modules)}")
         print(f"  provenance: {model.provenance}")
+        print(f"  device: {device}")
         return
-    model = load_model(args.weights, args.device)
-    image = read_input(args.image, args.short_side, args.device)
+    output = check_output_path(args.output)
+    if args.command == "decompose" and not MIN_TILE <= args.tile <= MAX_TILE:
+        raise ValueError(f"--tile {args.tile}: must be from {MIN_TILE} to {MAX_TILE} pixels (default 256)")
+    if args.command == "hint":
+        # The CLI takes the same text as the ComfyUI and A1111 hosts; shell-split words are rejoined.
+        words = [w.strip(" ,;") for w in args.groups or []]
+        keep = parse_groups(",".join(w for w in words if w)) if args.groups else None
+        modules = None if args.groups and keep is None else args.modules  # 'all' already keeps every module
+        gains = parse_gains(",".join(args.gain))
+    model = load_model(args.weights, device)
+    if args.command == "hint":
+        kept = [i for i, g in enumerate(model.module_gains(keep, modules, gains)) if g]  # unknown names fail here
+    image = read_input(args.image, args.short_side, device, model.config.receptive_field)
+    created = None if output.parent.exists() else output.parent
     start = time.perf_counter()
     if args.command == "hint":
         with torch.inference_mode():
-            hint = model.hint(image, groups=args.groups, modules=args.modules, gains=parse_gains(args.gain))
-        save_image(hint, args.output)
-        kept = [i for i, g in enumerate(model.module_gains(args.groups, args.modules, parse_gains(args.gain))) if g]
-        print(f"wrote {args.output} ({image.shape[-1]}×{image.shape[-2]}, modules {kept}, {1000 * (time.perf_counter() - start):.0f} ms)")
+            result = model.hint(image, groups=keep, modules=modules, gains=gains)
+        what = f"{image.shape[-1]}×{image.shape[-2]}, modules {kept}"
     else:
-        sheet = decomposition_sheet(model, image, tile=args.tile)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(args.output)
-        print(f"wrote {args.output} ({sheet.width}×{sheet.height}, {1000 * (time.perf_counter() - start):.0f} ms)")
+        with progress_bar("decompose") as progress:
+            result = decomposition_sheet(model, image, tile=args.tile, progress=progress)
+        what = f"{result.width}×{result.height}"
+    save_image(result, output)
+    note = f"; created folder {created}" if created else ""
+    print(f"wrote {output} ({what}, {1000 * (time.perf_counter() - start):.0f} ms{note})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0, or 2 after one ``error:`` line on stderr)."""
     try:
-        run(args)
-    except (NoDefaultWeightsError, FileNotFoundError, WeightsError, ImageError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        run(build_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; resize the image first with --short-side (e.g. 1024)", file=sys.stderr)
+        return 2
+    except (UsageError, OSError, ValueError, TypeError, RuntimeError) as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     return 0

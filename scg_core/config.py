@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 Parameterization = Literal["bipolar", "single"]
 
-# Input normalisation of the released model (SCG_NOTES §2).
+# Input normalisation of the released model (docs/scg_notes.md §2).
 RELEASED_MEAN = (0.50705882, 0.48666667, 0.44078431)
 RELEASED_STD = (0.26745098, 0.25568627, 0.27607843)
 

@@ -45,7 +45,7 @@ LIGHTNING_GLOBALS = [(OrderedDict, f"{module}.AttributeDict") for module in (
 ALLOWED_GLOBALS = [argparse.Namespace, *LIGHTNING_GLOBALS]
 ALLOWED_TEXT = "tensors, plain containers, argparse.Namespace, Lightning's AttributeDict"
 
-# official tensor name inside ``lgn_ende[.i].conv.`` → our parameter name (SCG_NOTES §2)
+# official tensor name inside ``lgn_ende[.i].conv.`` → our parameter name (docs/scg_notes.md §2)
 OFFICIAL_AE_KEYS = {
     "c1_1.weight": "pathway_a",
     "c1_2_1.weight": "pathway_b",

@@ -2,7 +2,7 @@
 
     python -m scg_core.convert official-controlnet scg_hc3.ckpt scg_hc3.safetensors --groups HC3
 
-Read (SCG_NOTES §5; ``cldm/cldm.py`` of the official release): ``control_model.input_hint_block_new.0.
+Read (docs/scg_notes.md §5; ``cldm/cldm.py`` of the official release): ``control_model.input_hint_block_new.0.
 lgn_ende.conv.*`` is the frozen modular autoencoder (the official ``ControlNet`` also registers it as
 ``control_model.hypercolumn.*``; that copy is checked and dropped), ``control_model.input_hint_block_new.
 {1..}`` the standard hint block shifted by one, every other ``control_model.*`` tensor a standard ldm

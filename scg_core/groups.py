@@ -2,7 +2,7 @@
 
 Group definitions are data stored with the weights, because which module carries what depends on
 the trained autoencoder. ``OFFICIAL_GROUPS`` is the grouping of the released SCG autoencoder
-(SCG_NOTES §4); converters attach it to official weights.
+(docs/scg_notes.md §4); converters attach it to official weights.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Group:
         return cls(name=data["name"], modules=tuple(data["modules"]), label=data.get("label", ""))
 
 
-# The released autoencoder's hypercolumns, as in the official code (SCG_NOTES §4).
+# The released autoencoder's hypercolumns, as in the official code (docs/scg_notes.md §4).
 OFFICIAL_GROUPS: tuple[Group, ...] = (
     Group("HC0", (0, 1, 4, 8, 9, 15), "colour"),
     Group("HC1", (2, 3), "brightness"),

@@ -14,6 +14,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+# What save_image writes: the suffix picks the format (8-bit RGB; png is lossless).
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
 
 class ImageError(ValueError):
     """An input that is not a usable image, with the reason in the message."""
@@ -22,6 +25,8 @@ class ImageError(ValueError):
 def load_image(path: str | os.PathLike) -> Tensor:
     """Read an image file as ``[1,3,H,W]`` float32 in [0,1]."""
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image; give one image file (png, jpg, webp …)")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
@@ -82,11 +87,29 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(a, "RGB")
 
 
-def save_image(x: Tensor, path: str | os.PathLike) -> Path:
-    """Write ``[3,H,W]``/``[1,3,H,W]`` in [0,1] as an 8-bit image; format from the suffix."""
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` if :func:`save_image` can write it, else ``ImageError`` saying why: it is a folder, or
+    its suffix is not one of ``SAVE_FORMATS``. A missing parent folder is allowed (it is created)."""
     path = Path(path)
+    known = ", ".join(SAVE_FORMATS)
+    if path.is_dir():
+        raise ImageError(f"output {path} is a folder; give a file name such as {path / 'out.png'}")
+    if not path.suffix:
+        raise ImageError(f"output {path} has no file extension; end it with one of {known} (e.g. {path}.png)")
+    if path.suffix.lower() not in SAVE_FORMATS:
+        raise ImageError(f"output {path}: cannot write {path.suffix!r} images; use one of {known}")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ImageError(f"output {path}: {parent} is a file, not a folder")
+    return path
+
+
+def save_image(x: Tensor | Image.Image, path: str | os.PathLike) -> Path:
+    """Write ``[3,H,W]``/``[1,3,H,W]`` in [0,1] (or a PIL image) as an 8-bit image; the suffix picks
+    the format (see ``SAVE_FORMATS``). Missing parent folders are created."""
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensor_to_pil(x).save(path)
+    (x if isinstance(x, Image.Image) else tensor_to_pil(x)).save(path, format=SAVE_FORMATS[path.suffix.lower()])
     return path
 
 

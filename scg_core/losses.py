@@ -1,4 +1,4 @@
-"""The SCG training objective ``L_recon + λ1·L_equ + λ2·L_sym`` (paper eqs. 2–7, SCG_NOTES §3).
+"""The SCG training objective ``L_recon + λ1·L_equ + λ2·L_sym`` (paper eqs. 2–7, docs/scg_notes.md §3).
 
 Shape letters: ``N`` samples (feature vectors compared), ``k`` modules, ``l`` channels per module,
 ``G`` codebook grid points. A transformation ``δ = (tx, ty, θ)``: translation in pixels, rotation
@@ -39,7 +39,7 @@ class EquivarianceCodebook(nn.Module):
         num_modules, module_channels: ``k`` and ``l``.
         grid: points along ``(tx, ty, θ)``; translations span ``translation_range`` inclusive,
             rotations ``2π·j/n_θ`` for ``j < n_θ``.
-        translation_range: ``(low, high)`` in pixels: ``±stride/2`` (SCG_NOTES §3).
+        translation_range: ``(low, high)`` in pixels: ``±stride/2`` (docs/scg_notes.md §3).
 
     Starts at the identity everywhere ("nothing changes"), which is what an untrained encoder's
     features do under small transformations.
@@ -105,7 +105,7 @@ def equivariance_loss(features: Tensor, transformed_features: Tensor, matrices: 
         matrices: ``M^(i)(δ)`` per sample, ``[N, k, l, l]`` (``EquivarianceCodebook(δ)``).
         relative: divide by the detached mean ``||f||²`` (an error relative to feature energy; the
             scale then does not depend on the kernels' norm). Per-module normalisation is
-            deliberately not offered: it collapsed modules to zero norm (SCG_NOTES §8).
+            deliberately not offered: it collapsed modules to zero norm (docs/scg_notes.md §8).
     """
     N, k, l, _ = matrices.shape
     f = features.reshape(N, k, l)

@@ -1,4 +1,4 @@
-"""Patch pairs ``(I, I' = L_δ(I))`` for the equivariance constraint (SCG_NOTES §3, §8).
+"""Patch pairs ``(I, I' = L_δ(I))`` for the equivariance constraint (docs/scg_notes.md §3, §8).
 
 A patch of the receptive-field size centred on a point, and the same neighbourhood after a
 rotation by θ about that point and a shift by (tx, ty) pixels. The encoder's feature vector at a

@@ -1,8 +1,10 @@
 """Parse the group selections users type into host UIs (ComfyUI, A1111) and the CLI.
 
-A selection is a comma-separated list of group names or labels (``"brightness, HC2"``); gains are
-``name=factor`` pairs (``"colour=0.5, edges=2"``). Names are resolved later against the loaded
-autoencoder, which owns the group definitions (see :func:`scg_core.groups.find_groups`).
+A selection is a comma-separated list of group names or labels (``"brightness, HC2"``, or ``all``);
+gains are ``name=factor`` pairs (``"colour=0.5, edges=2"``) with ``0 < factor ≤ MAX_GAIN``. Names are
+resolved later against the loaded autoencoder, which owns the group definitions (see
+:func:`scg_core.groups.find_groups`). Every host (CLI, ComfyUI, A1111, the ControlNet trainer) parses
+with these two functions, so they all accept the same text.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import re
 
 ALL = ("", "all", "*")
+MAX_GAIN = 10.0  # beyond this the kept group saturates the clamped hint almost everywhere
+GAIN_RANGE = f"factors must be > 0 and ≤ {MAX_GAIN:g}"
 
 
 def parse_groups(text: str) -> list[str] | None:
@@ -33,8 +37,14 @@ def parse_groups(text: str) -> list[str] | None:
 def parse_gains(text: str) -> dict[str, float]:
     """``"colour=0.5, edges=2"`` → ``{"colour": 0.5, "edges": 2.0}``; empty text → ``{}``.
 
+    A factor must be finite with ``0 < factor ≤ MAX_GAIN`` (10): 0 would silently drop the group (leave
+    it out of the groups instead) and a negative factor would invert it.
+
     >>> parse_gains("colour=0.5, edges = 2")
     {'colour': 0.5, 'edges': 2.0}
+    >>> parse_gains("brightness=0")
+    Traceback (most recent call last):
+    ValueError: gains: 'brightness=0' would drop the group; leave it out of the groups instead (factors must be > 0 and ≤ 10)
     """
     gains: dict[str, float] = {}
     for item in re.split(r"[,;\n]", text or ""):
@@ -46,8 +56,14 @@ def parse_gains(text: str) -> dict[str, float]:
         try:
             factor = float(value)
         except ValueError:
-            factor = math.nan
-        if not sep or not name or not math.isfinite(factor):
+            factor = None
+        if not sep or not name or factor is None:
             raise ValueError(f"gains: cannot read {item!r}; write group=factor pairs separated by commas, e.g. 'colour=0.5, edges=2'")
+        if not math.isfinite(factor):
+            raise ValueError(f"gains: {item!r} is not a finite number; {GAIN_RANGE}")
+        if factor == 0:
+            raise ValueError(f"gains: {item!r} would drop the group; leave it out of the groups instead ({GAIN_RANGE})")
+        if not 0 < factor <= MAX_GAIN:
+            raise ValueError(f"gains: {item!r} would {'invert' if factor < 0 else 'saturate'} the group; {GAIN_RANGE}")
         gains[name] = factor
     return gains

@@ -83,8 +83,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _parse_metadata(path, raw)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModularAE:
-    """Load a Modular AE written by :func:`save`, checking tensor names, shapes and values."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+         *, trainable: bool = False) -> ModularAE:
+    """Load a Modular AE written by :func:`save`, checking tensor names, shapes and values.
+
+    The model comes back ready for inference: ``eval()`` mode with ``requires_grad`` off, so hints
+    carry no autograd graph. ``trainable=True`` returns it in ``train()`` mode with gradients on,
+    to continue training it.
+    """
     path = _existing(path)
     meta = read_metadata(path)
     model = ModularAE(meta["config"], groups=meta["groups"], provenance=meta["provenance"])
@@ -109,11 +115,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
         if not torch.isfinite(t).all():
             raise WeightsError(f"{path}: tensor {name!r} contains NaN or infinite values")
     model.load_state_dict(tensors)
+    model.requires_grad_(trainable).train(trainable)
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
 
-def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModularAE:
-    """The bundled default autoencoder; ``NoDefaultWeightsError`` explains what to do if absent."""
+def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None = None, *, trainable: bool = False) -> ModularAE:
+    """The bundled default autoencoder, ready for inference (see :func:`load` for ``trainable``);
+    ``NoDefaultWeightsError`` explains what to do if absent."""
     if not DEFAULT_WEIGHTS.is_file():
         raise NoDefaultWeightsError(
             f"no default Modular AE is installed yet ({DEFAULT_WEIGHTS} is missing). "
@@ -121,11 +129,13 @@ def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None =
             "`python -m scg_core.convert official-ae IN.pth OUT.safetensors`). The bundled default "
             "is trained by `python -m training.train_modular_ae` and ships in a later release."
         )
-    return load(DEFAULT_WEIGHTS, device=device, dtype=dtype)
+    return load(DEFAULT_WEIGHTS, device=device, dtype=dtype, trainable=trainable)
 
 
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder, not a Modular AE weight file; give the .safetensors file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"Modular AE weight file not found: {path}")
     return path

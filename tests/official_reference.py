@@ -1,6 +1,6 @@
 """An independent reference for the official computation, for tests.
 
-The official released model is the layer chain of SCG_NOTES §2 (convs with their own zero
+The official released model is the layer chain of docs/scg_notes.md §2 (convs with their own zero
 padding). Its composed 21×21 kernel is recovered here by probing that chain with autograd — not
 with scg_core's own composition — and used as the official code does: ``conv2d(stride 4,
 padding 10)``, mask, ``conv_transpose2d(stride 4, padding 10)`` with no output padding.

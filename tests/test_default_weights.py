@@ -25,3 +25,19 @@ def test_decompose_runs_on_the_default_without_weights_argument(tmp_path):
     assert main(["hint", str(EXAMPLE), "-o", str(tmp_path / "hint.png"), "--groups", "colour"]) == 0
     hint = np.asarray(Image.open(tmp_path / "hint.png"))
     assert hint.shape == (300, 451, 3) and hint.std() > 1  # a picture, not a flat field
+
+
+def _modules(text: str) -> list[int]:
+    """"0, 2–6, 8" → [0, 2, 3, 4, 5, 6, 8]."""
+    out = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("–")
+        out += list(range(int(first), int(last or first) + 1))
+    return out
+
+
+def test_the_weights_readme_lists_the_groups_the_file_has():
+    readme = (scg_core.DEFAULT_WEIGHTS.parent / "README.md").read_text()
+    rows = [line.strip("|").split("|") for line in readme.splitlines() if line.startswith("| ") and "---" not in line]
+    listed = {name.strip(): (_modules(modules), label.strip()) for name, modules, label in rows[1:]}
+    assert listed == {g.name: (list(g.modules), g.label) for g in scg_core.load_default().groups}

@@ -89,7 +89,63 @@ def test_sd15_check_names_what_it_found():
     assert "SDXL" in sd15_problem(fake_controlnet(context=2048))
     assert "320" in sd15_problem(fake_controlnet(channels=192))
     assert "1-channel hints" in sd15_problem(fake_controlnet(hint_channels=1))
-    assert "T2I-Adapter" in sd15_problem(type("T2IAdapter", (), {})())
+    t2i = sd15_problem(type("T2IAdapter", (), {})())
+    assert "T2I-Adapter, which cannot take the SCG hint" in t2i
+    assert "SD1.5 ControlNet trained on SCG hints" in t2i
+    assert "python -m training.train_controlnet" in t2i and "python -m scg_core.convert official-controlnet" in t2i
+
+
+def validate_like_comfyui(cls, inputs: dict):
+    """Call ``cls.VALIDATE_INPUTS`` as ComfyUI's execution.validate_inputs does: only the arguments it
+    declares, a linked input (``[node_id, slot]``) as ``None``, an input absent from the prompt left out."""
+    import inspect
+
+    declared = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+    wanted = inspect.getfullargspec(cls.VALIDATE_INPUTS).args
+    values = {k: (None if isinstance(v, list) else v) for k, v in inputs.items() if k in declared}
+    return cls.VALIDATE_INPUTS(**{k: v for k, v in values.items() if k in wanted})
+
+
+@pytest.mark.parametrize("kind", ["SCGModularAEEncode", "SCGControlNetApply"])
+def test_groups_and_gains_are_checked_before_the_run(kind):
+    cls = NODE_CLASS_MAPPINGS[kind]
+    ok = validate_like_comfyui
+    assert ok(cls, {"groups": "brightness, colour", "gains": "colour=0.5", "image": ["1", 0]}) is True
+    assert ok(cls, {"groups": "all", "gains": ""}) is True
+    unknown = ok(cls, {"groups": "brightness, edgez", "gains": ""})
+    assert unknown.startswith("unknown group 'edgez'; this autoencoder's groups are: colour, brightness")
+    assert "bundled default autoencoder" in unknown and "modular_ae is not connected" in unknown
+    assert "unknown group 'colourz'" in ok(cls, {"groups": "brightness", "gains": "colourz=2"})
+    assert ok(cls, {"groups": "brightness", "gains": "colour=abc"}).startswith("gains: cannot read 'colour=abc'")
+    assert "empty name between commas" in ok(cls, {"groups": "brightness,,colour", "gains": ""})
+    # a connected autoencoder is known only at run time: its names are not checked, the syntax is
+    assert ok(cls, {"groups": "HC2, HC3", "gains": "HC0=2", "modular_ae": ["4", 0]}) is True
+    assert "cannot read" in ok(cls, {"groups": "HC2", "gains": "HC0", "modular_ae": ["4", 0]})
+    # groups fed through a link: unknown before the run
+    assert ok(cls, {"groups": ["9", 0], "gains": ""}) is True
+
+
+def test_nodes_sit_where_controlnet_users_look_and_say_they_output_a_hint():
+    from nodes.workflow_format import definition_of
+
+    expected = {"SCGLoadModularAE": "loaders", "SCGModularAEEncode": "ControlNet Preprocessors/SCG",
+                "SCGDecompositionSheet": "ControlNet Preprocessors/SCG", "SCGControlNetApply": "conditioning/controlnet"}
+    assert {name: definition_of(cls)["category"] for name, cls in NODE_CLASS_MAPPINGS.items()} == expected
+    encode = NODE_CLASS_MAPPINGS["SCGModularAEEncode"]
+    assert "outputs an image hint" in encode.DESCRIPTION.lower() and encode.RETURN_NAMES[0] == "hint"
+    for cls in NODE_CLASS_MAPPINGS.values():
+        assert "SCG" in cls.SEARCH_ALIASES and len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
+    for name in ("SCGModularAEEncode", "SCGControlNetApply", "SCGDecompositionSheet"):
+        aliases = {a.lower() for a in NODE_CLASS_MAPPINGS[name].SEARCH_ALIASES}
+        assert {"hint", "preprocessor"} <= aliases, name
+
+
+def test_the_apply_node_says_the_hint_is_a_centre_crop_to_the_latent():
+    apply = NODE_CLASS_MAPPINGS["SCGControlNetApply"]
+    latent = apply.INPUT_TYPES()["optional"]["latent"][1]["tooltip"]
+    hint = apply.OUTPUT_TOOLTIPS[apply.RETURN_NAMES.index("hint")]
+    for text in (latent, hint):
+        assert "size × 8" in text and "centre-cropped" in text and "cut off" in text
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -13,10 +13,30 @@ def test_groups_parse_and_reject_empty_names():
         parse_groups("a,,b")
 
 
-@pytest.mark.parametrize("bad", ["colour", "colour=", "=2", "colour=abc", "colour=nan"])
+@pytest.mark.parametrize("bad", ["colour", "colour=", "=2", "colour=abc"])
 def test_bad_gains_name_the_item(bad):
     with pytest.raises(ValueError, match="group=factor"):
         parse_gains(bad)
+
+
+@pytest.mark.parametrize("bad,text", [
+    ("colour=nan", "'colour=nan' is not a finite number"),
+    ("colour=inf", "'colour=inf' is not a finite number"),
+    ("brightness=0", "'brightness=0' would drop the group; leave it out of the groups instead"),
+    ("brightness=-0.0", "would drop the group"),
+    ("brightness=-1", "'brightness=-1' would invert the group"),
+    ("edges=10.5", "'edges=10.5' would saturate the group"),
+])
+def test_gains_outside_the_range_are_refused_with_the_range(bad, text):
+    with pytest.raises(ValueError, match="factors must be > 0 and ≤ 10") as e:
+        parse_gains(f"colour=1, {bad}")
+    assert text in str(e.value)
+
+
+def test_gains_in_the_range_are_kept():
+    assert parse_gains("colour=0.001, edges=10; brightness=1e0") == {"colour": 0.001, "edges": 10.0, "brightness": 1.0}
+    assert parse_gains("") == {} and parse_gains(" , ") == {}
+
 
 
 def test_fit_to_size_covers_and_centres():

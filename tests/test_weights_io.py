@@ -1,12 +1,19 @@
 import json
+import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import scg_core
-from scg_core import NoDefaultWeightsError, WeightsError, load, read_metadata, save
-from scg_core import weights_io
+from scg_core import (
+    NoDefaultWeightsError,
+    WeightsError,
+    load,
+    read_metadata,
+    save,
+    weights_io,
+)
 
 
 def test_round_trip_keeps_weights_config_groups_and_provenance(released_ae, tmp_path):
@@ -32,6 +39,29 @@ def test_load_can_cast_dtype(released_ae, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load(tmp_path / "nope.safetensors")
+    with pytest.raises(WeightsError, match="is a folder, not a Modular AE weight file"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("loader", ["file", "default"])
+def test_loaded_models_are_inference_ready(released_ae, tmp_path, loader):
+    path = save(released_ae, tmp_path / "ae.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        model = load(path) if loader == "file" else scg_core.load_default()
+        hint = model.hint(torch.rand(1, 3, 40, 40), groups=[model.groups[0].name])
+        hint.numpy()  # raises for a tensor that requires grad
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert not hint.requires_grad and hint.grad_fn is None
+
+
+def test_trainable_load_gives_gradients(released_ae, tmp_path):
+    path = save(released_ae, tmp_path / "ae.safetensors")
+    model = load(path, trainable=True)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    model.hint(torch.rand(1, 3, 40, 40)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert scg_core.load_default(trainable=True).pathway_a.requires_grad
 
 
 def test_truncated_file_is_named_as_unreadable(released_ae, tmp_path):

@@ -1,4 +1,4 @@
-"""The SCG ControlNet objective (SCG_NOTES §6): ``E ||ε − ε_θ(z_t, t, c_text, hint)||²``.
+"""The SCG ControlNet objective (docs/scg_notes.md §6): ``E ||ε − ε_θ(z_t, t, c_text, hint)||²``.
 
 The hint is computed on the training device by the frozen modular autoencoder, with the very
 function the nodes call (``ModularAE.hint``: the project hint contract, ``[B,3,H,W]`` in [0,1]).

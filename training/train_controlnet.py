@@ -1,4 +1,4 @@
-"""Train the SCG pattern-completion ControlNet on a frozen Stable Diffusion 1.5 (SCG_NOTES §6).
+"""Train the SCG pattern-completion ControlNet on a frozen Stable Diffusion 1.5 (docs/scg_notes.md §6).
 
 No annotation: the condition is the modular autoencoder's hint of the training image itself.
 

@@ -14,7 +14,7 @@ Resume after an interruption (Ctrl-C saves a checkpoint first; a kill loses at m
 
     python -m training.train_modular_ae --data photos/ --output ae.safetensors --resume latest
 
-Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (SCG_NOTES §3). Reconstruction on random crops;
+Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Reconstruction on random crops;
 equivariance on patch pairs compared at their centres (see ``scg_core.pairs``).
 """
 

@@ -1,10 +1,12 @@
 """Write the shareable workflows in this folder (ComfyUI UI format, v0.4), so that every node,
-link and widget agrees with the node definitions. Run from the repository root:
+link and widget agrees with the node definitions, with their template-browser thumbnails
+(``<name>.jpg`` next to ``<name>.json``) and example inputs (``images/``). Run from the repository root:
 
     python workflows/build.py
 
 Core node definitions come from ``tests/data/comfyui_core_object_info.json`` (a snapshot of a real
-ComfyUI's ``/object_info``); ours from the node classes.
+ComfyUI's ``/object_info``); ours from the node classes. Node positions leave room for the title bar
+ComfyUI draws above each node (``TITLE_HEIGHT``) and a gap, so no two nodes overlap.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from nodes.workflow_format import (
     validate,
     widget_slots,
 )
+
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
+THUMBNAIL_SIZE = 448  # the template browser shows a square card (object-cover), 256 px wide
+JPEG_QUALITY = 70
+ICON = ROOT / "docs" / "images" / "comfyui_icon.png"
+ICON_SIZE = 256  # the registry asks for a square icon of at most 400 × 400
 
 
 def all_definitions() -> dict:
@@ -93,19 +101,19 @@ def hint_gallery(defs) -> dict:
            "Groups of the bundled default: colour, brightness, edges (fine luminance edges), texture "
            "('all' = the full reconstruction). "
            "Load the official SCG autoencoder (converted with `python -m scg_core.convert official-ae`) "
-           "for HC0–HC5.", (20, 20), (340, 280))
-    image = g.add("LoadImage", (20, 320), (320, 360), image="chelsea.jpg")
-    ae = g.add("SCGLoadModularAE", (20, 720), (320, 80))
+           "for HC0–HC5. After a run each encode node shows which modules it kept.", (20, 40), (340, 320))
+    image = g.add("LoadImage", (20, 430), (340, 380), image="chelsea.jpg")
+    ae = g.add("SCGLoadModularAE", (20, 880), (340, 60))
     for i, groups in enumerate(["brightness", "colour", "edges", "all"]):
-        enc = g.add("SCGModularAEEncode", (400, 20 + 160 * i), (320, 130), groups=groups)
+        enc = g.add("SCGModularAEEncode", (400, 40 + 250 * i), (340, 190), groups=groups)
         g.link(image, "IMAGE", enc, "image")
         g.link(ae, "modular_ae", enc, "modular_ae")
-        save = g.add("SaveImage", (760 + 320 * (i % 2), 20 + 300 * (i // 2)), (300, 280), filename_prefix=f"scg_gallery/{groups}")
+        save = g.add("SaveImage", (780 + 350 * (i % 2), 40 + 360 * (i // 2)), (320, 300), filename_prefix=f"scg_gallery/{groups}")
         g.link(enc, "hint", save, "images")
-    sheet = g.add("SCGDecompositionSheet", (400, 680), (320, 100))
+    sheet = g.add("SCGDecompositionSheet", (400, 1040), (340, 110))
     g.link(image, "IMAGE", sheet, "image")
     g.link(ae, "modular_ae", sheet, "modular_ae")
-    save = g.add("SaveImage", (760, 620), (620, 420), filename_prefix="scg_gallery/sheet")
+    save = g.add("SaveImage", (780, 760), (670, 430), filename_prefix="scg_gallery/sheet")
     g.link(sheet, "sheet", save, "images")
     return g.to_json()
 
@@ -113,40 +121,42 @@ def hint_gallery(defs) -> dict:
 def generation(defs, note: str, image: str, groups: str, prompt: str, size=(512, 512)) -> dict:
     """Source image → SCG ControlNet Apply → SD1.5 → image, with the hint previewed."""
     g = Graph(defs)
-    g.note(note, (20, 20), (340, 320))
-    ckpt = g.add("CheckpointLoaderSimple", (20, 380), (340, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    pos = g.add("CLIPTextEncode", (400, 20), (400, 160), title="Positive prompt", text=prompt)
-    neg = g.add("CLIPTextEncode", (400, 220), (400, 160), title="Negative prompt",
+    g.note(note, (20, 40), (340, 360))
+    ckpt = g.add("CheckpointLoaderSimple", (20, 470), (340, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    pos = g.add("CLIPTextEncode", (400, 40), (400, 160), title="Positive prompt", text=prompt)
+    neg = g.add("CLIPTextEncode", (400, 270), (400, 160), title="Negative prompt",
                 text="lowres, blurry, deformed, watermark, text")
     g.link(ckpt, "CLIP", pos, "clip")
     g.link(ckpt, "CLIP", neg, "clip")
-    src = g.add("LoadImage", (20, 520), (340, 360), image=image)
-    cn = g.add("ControlNetLoader", (400, 420), (400, 80), control_net_name="scg_controlnet_sd15.safetensors")
-    ae = g.add("SCGLoadModularAE", (400, 540), (400, 80))
-    latent = g.add("EmptyLatentImage", (400, 660), (400, 110), width=size[0], height=size[1], batch_size=1)
-    apply = g.add("SCGControlNetApply", (840, 20), (360, 300), groups=groups)
+    src = g.add("LoadImage", (20, 640), (340, 380), image=image)
+    cn = g.add("ControlNetLoader", (400, 500), (400, 60), control_net_name="scg_controlnet_sd15.safetensors")
+    ae = g.add("SCGLoadModularAE", (400, 630), (400, 60))
+    latent = g.add("EmptyLatentImage", (400, 760), (400, 110), width=size[0], height=size[1], batch_size=1)
+    apply = g.add("SCGControlNetApply", (840, 40), (380, 380), groups=groups)
     for src_node, out, inp in [(pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative"), (cn, "CONTROL_NET", "control_net"),
                                (src, "IMAGE", "image"), (ae, "modular_ae", "modular_ae"), (latent, "LATENT", "latent")]:
         g.link(src_node, out, apply, inp)
-    sampler = g.add("KSampler", (1240, 20), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral")
+    sampler = g.add("KSampler", (1260, 40), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral")
     g.link(ckpt, "MODEL", sampler, "model")
     g.link(apply, "positive", sampler, "positive")
     g.link(apply, "negative", sampler, "negative")
     g.link(latent, "LATENT", sampler, "latent_image")
-    decode = g.add("VAEDecode", (1240, 330), (200, 50))
+    decode = g.add("VAEDecode", (1260, 380), (200, 50))
     g.link(sampler, "LATENT", decode, "samples")
     g.link(ckpt, "VAE", decode, "vae")
-    save = g.add("SaveImage", (1600, 20), (420, 460), filename_prefix="scg")
+    save = g.add("SaveImage", (1620, 40), (420, 460), filename_prefix="scg")
     g.link(decode, "IMAGE", save, "images")
-    preview = g.add("PreviewImage", (840, 360), (360, 360), title="The hint the ControlNet sees")
+    preview = g.add("PreviewImage", (840, 490), (380, 400), title="Hint (source centre-cropped to the latent)")
     g.link(apply, "hint", preview, "images")
     return g.to_json()
 
 
 CONTROLNET_NOTE = ("\n\nNeeds: an SD1.5 checkpoint in models/checkpoints and an SCG ControlNet "
-                   "(trained with `python -m training.train_controlnet`) in models/controlnet. The hint is computed "
-                   "at the latent's size; the node's 'info' output and the console say if the groups differ "
-                   "from those the ControlNet was trained on.")
+                   "(trained with `python -m training.train_controlnet`, or an official one converted with "
+                   "`python -m scg_core.convert official-controlnet`) in models/controlnet. The hint is computed at the "
+                   "latent's size: the source is scaled to cover it and centre-cropped. After a run, SCG ControlNet "
+                   "Apply shows on the node (and in the console) whether the groups match those the ControlNet was "
+                   "trained on.")
 
 
 def workflows(defs) -> dict[str, dict]:
@@ -189,15 +199,88 @@ def example_images(out: Path) -> None:
     Image.blend(cat, Image.new("RGB", cat.size, (205, 210, 215)), 0.55).save(out / "scg_hazy.png")
 
 
+def _nodes(wf: dict, kind: str) -> list[dict]:
+    return [n for n in wf["nodes"] if n["type"] == kind]
+
+
+def _groups(text: str) -> list[str] | None:
+    from scg_core.selection import parse_groups
+
+    return parse_groups(text)
+
+
+def _label(img, text: str):
+    """``img`` with ``text`` on a dark strip along its bottom edge."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(img)
+    h = 18
+    draw.rectangle([0, img.height - h, img.width, img.height], fill=(24, 24, 24))
+    draw.text((6, img.height - h + 3), text, fill=(235, 235, 235), font=font)
+    return img
+
+
+def thumbnail(wf: dict, images: Path, model=None):
+    """The template-browser card of a workflow (a square PIL image): what its SCG nodes compute
+    from its example input, with the bundled autoencoder.
+
+    A generation workflow: the source as SCG ControlNet Apply sees it (scaled to cover the latent's
+    size and centre-cropped) on the left, the hint it computes on the right, split down the middle
+    so that both halves line up. The hint gallery: the source and three of its hints, 2 × 2.
+    """
+    import torch
+    from PIL import Image
+
+    from scg_core import load_default
+    from scg_core.images import fit_to_size, pil_to_tensor, tensor_to_pil
+
+    model = model or load_default()
+    source = images / _nodes(wf, "LoadImage")[0]["widgets_values"][0]
+    x = pil_to_tensor(Image.open(source))
+    side = THUMBNAIL_SIZE
+    with torch.inference_mode():
+        if _nodes(wf, "SCGControlNetApply"):
+            groups = _nodes(wf, "SCGControlNetApply")[0]["widgets_values"][0]
+            latent = _nodes(wf, "EmptyLatentImage")[0]["widgets_values"]
+            seen = fit_to_size(x, (latent[1], latent[0]))  # (H, W): what the node computes the hint of
+            hint = model.hint(seen, _groups(groups)).clamp(0, 1)
+            left, right = (tensor_to_pil(fit_to_size(t, (side, side))) for t in (seen, hint))
+            card = left.copy()
+            card.paste(right.crop((side // 2, 0, side, side)), (side // 2, 0))
+            card.paste(Image.new("RGB", (2, side), (255, 255, 255)), (side // 2 - 1, 0))
+            return _label(card, f"input  |  SCG hint: {groups}")
+        tile = side // 2
+        seen = fit_to_size(x, (tile, tile))
+        card = Image.new("RGB", (side, side))
+        shown = [("input", seen)]
+        for node in _nodes(wf, "SCGModularAEEncode"):
+            groups = node["widgets_values"][0]
+            if groups != "all" and len(shown) < 4:
+                shown.append((f"hint: {groups}", model.hint(seen, _groups(groups)).clamp(0, 1)))
+        for i, (text, t) in enumerate(shown):
+            card.paste(_label(tensor_to_pil(t), text), ((i % 2) * tile, (i // 2) * tile))
+        return card
+
+
 def main() -> None:
-    example_images(Path(__file__).parent / "images")
+    here = Path(__file__).parent
+    example_images(here / "images")
     defs = all_definitions()
     for name, wf in workflows(defs).items():
         problems = validate(wf, defs)
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
-        (Path(__file__).parent / name).write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
-        print("wrote", name)
+        (here / name).write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
+        jpg = (here / name).with_suffix(".jpg")
+        card = thumbnail(wf, here / "images")
+        card.save(jpg, quality=JPEG_QUALITY, optimize=True)
+        print("wrote", name, "and", jpg.name, f"({jpg.stat().st_size // 1024} KB)")
+        if name == "scg_hint_gallery.json":  # the pack's icon for the ComfyUI Registry / Manager ([tool.comfy] Icon)
+            from PIL import Image
+
+            card.resize((ICON_SIZE, ICON_SIZE), Image.Resampling.LANCZOS).quantize(256).save(ICON, optimize=True)
+            print("wrote", ICON.relative_to(ROOT))
 
 
 if __name__ == "__main__":

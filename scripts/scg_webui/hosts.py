@@ -11,7 +11,11 @@ Facts used (public source of both hosts):
 * Forge: ``lib_controlnet.external_code.ControlNetUnit`` with ``module="None"`` (capital N), the
   image either an ndarray (+ ``image_fg`` layer, gradio-4 Forge) or ``{"image", "mask"}`` (older),
   string enums; preprocessors subclass ``modules_forge.supported_preprocessor.Preprocessor`` (no
-  name argument) and register with ``modules_forge.shared.add_supported_preprocessor``.
+  name argument) and register with ``modules_forge.shared.add_supported_preprocessor``;
+* a preprocessor's ``slider_1`` receives the unit's ``threshold_a``. sd-webui-controlnet first
+  replaces a value outside the slider's range (its API default -1 included) with the slider's
+  ``value``; Forge replaces only negative values in txt2img/img2img, and its ``/controlnet/detect``
+  passes its body default, 64, as it is (``webui_entry.slider_group`` maps that).
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ import numpy as np
 PREPROCESSOR_NAME = "scg_hypercolumn"
 RESIZE = "Just Resize"  # the tab's hint is made at the generation size already
 BALANCED = "Balanced"
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """The host's ControlNet model names, the ``scg`` ones carrying SCG metadata first."""
+
+    names: list[str]
+    scg: int = 0  # how many of the first ``names`` carry SCG metadata
+
+    @property
+    def selected(self) -> str | None:
+        """What the tab's picker starts on: the first name (an SCG ControlNet when there is one)."""
+        return self.names[0] if self.names else None
 
 
 @dataclass
@@ -66,7 +83,7 @@ class ControlNetHost(ABC):
         return ""
 
     @abstractmethod
-    def models(self) -> list[str]:
+    def models(self) -> ModelChoices:
         """The host's ControlNet model names, SCG ones first."""
 
     @abstractmethod
@@ -74,8 +91,9 @@ class ControlNetHost(ABC):
         """txt2img with one ControlNet unit made from ``req.unit``; the images as uint8 RGB."""
 
     @abstractmethod
-    def register_preprocessor(self, run: Callable, group_label: str, groups: int) -> bool:
+    def register_preprocessor(self, run: Callable, group_label: str, groups: int, default: int) -> bool:
         """Register :data:`PREPROCESSOR_NAME`; ``run(image, resolution, group_number)`` → uint8 hint.
+        Its slider 1 goes from 0 (all modules) to ``groups`` and starts on ``default``.
         Returns False when it was registered before (scripts reloaded) or cannot be."""
 
 
@@ -86,13 +104,13 @@ class NoControlNet(ControlNetHost):
         return ("No ControlNet found: on AUTOMATIC1111 install the sd-webui-controlnet extension (Extensions → "
                 "Available) and restart; Forge has ControlNet built in. The hint preview works without it.")
 
-    def models(self) -> list[str]:
-        return []
+    def models(self) -> ModelChoices:
+        return ModelChoices([])
 
     def generate(self, req: GenerationRequest) -> list[np.ndarray]:
         raise RuntimeError(self.problem())
 
-    def register_preprocessor(self, run, group_label, groups) -> bool:
+    def register_preprocessor(self, run, group_label, groups, default) -> bool:
         return False
 
 
@@ -106,7 +124,7 @@ class A1111ControlNet(ControlNetHost):
     def __init__(self, external_code: ModuleType, preprocessors: ModuleType | None, webui: WebuiModules) -> None:
         self.cn, self.preprocessors, self.webui = external_code, preprocessors, webui
 
-    def models(self) -> list[str]:
+    def models(self) -> ModelChoices:
         names = [m for m in self.cn.get_models(update=True) if m != "None"]
         state = sys.modules.get("scripts.global_state")  # name → path, where sd-webui-controlnet keeps it
         paths = getattr(state, "cn_models", {}) or {}
@@ -121,7 +139,7 @@ class A1111ControlNet(ControlNetHost):
     def generate(self, req: GenerationRequest) -> list[np.ndarray]:
         return self.webui.txt2img(req, [self.make_unit(req.unit)], self.cn.find_cn_script)
 
-    def register_preprocessor(self, run, group_label, groups) -> bool:
+    def register_preprocessor(self, run, group_label, groups, default) -> bool:
         if self.preprocessors is None:
             return False
         Base, Param = self.preprocessors.Preprocessor, self.preprocessors.PreprocessorParameter
@@ -133,7 +151,9 @@ class A1111ControlNet(ControlNetHost):
                 super().__init__(name=PREPROCESSOR_NAME)
                 self.tags = ["SCG"]
                 self.slider_resolution = Param(label="Resolution", minimum=64, maximum=2048, value=512, step=8)
-                self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=0, step=1)
+                # sd-webui-controlnet replaces a threshold_a outside [minimum, maximum] (its API's -1
+                # included) with this value before calling us
+                self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=default, step=1)
                 self.sorting_priority = 5
 
             __call__ = _preprocessor_call(run)
@@ -151,7 +171,7 @@ class ForgeControlNet(ControlNetHost):
     def __init__(self, external_code, global_state, supported, forge_shared, webui: WebuiModules) -> None:
         self.cn, self.state, self.supported, self.shared, self.webui = external_code, global_state, supported, forge_shared, webui
 
-    def models(self) -> list[str]:
+    def models(self) -> ModelChoices:
         self.state.update_controlnet_filenames()
         names = [m for m in self.state.get_all_controlnet_names() if m != "None"]
         return scg_first(names, getattr(self.state, "get_controlnet_filename", lambda name: None))
@@ -170,7 +190,7 @@ class ForgeControlNet(ControlNetHost):
         unit = self.make_unit(req.unit)
         return self.webui.on_main_thread(lambda: self.webui.txt2img(req, [unit], _find_by_title))
 
-    def register_preprocessor(self, run, group_label, groups) -> bool:
+    def register_preprocessor(self, run, group_label, groups, default) -> bool:
         if PREPROCESSOR_NAME in self.shared.supported_preprocessors:
             return False
         Base, Param = self.supported.Preprocessor, self.supported.PreprocessorParameter
@@ -181,7 +201,9 @@ class ForgeControlNet(ControlNetHost):
                 self.name = PREPROCESSOR_NAME
                 self.tags = ["SCG"]
                 self.slider_resolution = Param(label="Resolution", minimum=64, maximum=2048, value=512, step=8, visible=True)
-                self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=0, step=1, visible=True)
+                # Forge replaces a negative threshold_a with this value in txt2img/img2img, but its
+                # /controlnet/detect passes its own default (64) as is: ``run`` maps that
+                self.slider_1 = Param(label=group_label, minimum=0, maximum=groups, value=default, step=1, visible=True)
                 self.sorting_priority = 5
 
             __call__ = _preprocessor_call(run)
@@ -199,7 +221,7 @@ def _preprocessor_call(run: Callable):
     return call
 
 
-def scg_first(names: list[str], path_of: Callable[[str], object]) -> list[str]:
+def scg_first(names: list[str], path_of: Callable[[str], object]) -> ModelChoices:
     """The host's ControlNet names with SCG ControlNets (SCG metadata in the file) first."""
     from scg_core.controlnet_meta import read_controlnet_info
 
@@ -211,7 +233,8 @@ def scg_first(names: list[str], path_of: Callable[[str], object]) -> list[str]:
             return False
 
     flags = {name: is_scg(name) for name in names}
-    return [n for n in names if flags[n]] + [n for n in names if not flags[n]]
+    scg = [n for n in names if flags[n]]
+    return ModelChoices(scg + [n for n in names if not flags[n]], len(scg))
 
 
 def _find_by_title(runner):

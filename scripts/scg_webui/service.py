@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,17 @@ import numpy as np
 import torch
 
 import scg_core
+from scg_core.groups import find_groups
 from scg_core.images import pil_to_tensor, tensor_to_pil
 from scg_core.selection import parse_gains, parse_groups
 from scg_core.sheet import decomposition_sheet
 
 DEFAULT_NAME = "default (bundled)"
 ALL_GROUPS = "all"
+# The group the tab and the scg_hypercolumn preprocessor start on (as the ComfyUI nodes do): the
+# bundled default's "brightness" (93 % of a photo's detail energy), the official autoencoder's
+# HC1 (label "brightness"). An autoencoder without one starts on its first group.
+DEFAULT_GROUP = "brightness"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,18 @@ def list_autoencoders(models_dir: str | os.PathLike) -> list[str]:
 def group_choice(group: scg_core.Group) -> str:
     """What a group looks like in a picker: ``"HC3 (edges)"``, or the name alone."""
     return group.title
+
+
+def default_group_number(groups: Sequence[scg_core.Group]) -> int:
+    """The 1-based number of the group the tab and the preprocessor start on: the first group named or
+    labelled :data:`DEFAULT_GROUP`, else the first group; 0 (all modules) when there are none."""
+    if not groups:
+        return 0
+    try:
+        first = find_groups(groups, DEFAULT_GROUP)[0]
+    except ValueError:
+        return 1
+    return list(groups).index(first) + 1
 
 
 def to_image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -106,6 +124,12 @@ class HintService:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"SCG device {settings.device!r}: CUDA is not available here; choose 'auto' or 'cpu' in Settings → SCG")
         return device
+
+    def default_choice(self, settings: Settings) -> list[str]:
+        """The tab's initial group selection: the picker value of :func:`default_group_number`."""
+        groups = self.model(settings).groups
+        n = default_group_number(groups)
+        return [group_choice(groups[n - 1])] if n else []
 
     def choices(self, settings: Settings) -> list[str]:
         """Group choices for a picker, labelled with what each carries."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from scg_core.images import fit_to_size
 
-from .hosts import ControlNetHost, GenerationRequest, UnitRequest
+from .hosts import ControlNetHost, GenerationRequest, ModelChoices, UnitRequest
 from .service import HintService, Settings, to_image_tensor, to_uint8
 
 TAB_TITLE = "SCG"
@@ -23,6 +23,19 @@ ELEM = "scg"  # prefix of every elem_id (the send-to JavaScript and the browser 
 
 def error_text(e: Exception) -> str:
     return f"**SCG:** {e}"
+
+
+def model_note(models: ModelChoices) -> str:
+    """What the tab says next to its ControlNet picker about the list it shows."""
+    if not models.names:
+        return ("No ControlNet models found: put an SCG ControlNet in the ControlNet models folder "
+                "(`models/ControlNet`), then **Refresh models**.")
+    if not models.scg:
+        return (f"⚠️ **No SCG ControlNet found**: none of these {len(models.names)} models carries SCG metadata, so "
+                f"the first one, *{models.selected}*, is selected — it was not trained on SCG hints. Train one "
+                "(`python -m training.train_controlnet`) or convert an official one (`python -m scg_core.convert "
+                "official-controlnet`), put it in `models/ControlNet`, then **Refresh models**.")
+    return f"{models.scg} SCG ControlNet(s) found (SCG metadata in the file), listed first."
 
 
 @dataclass
@@ -82,8 +95,12 @@ class TabCallbacks:
             return [], error_text(e)
         return [hint, *images], f"Generated {len(images)} image(s) with **{model}** (first: the hint it was given)."
 
-    def refresh_models(self):
-        return self.host.models()
+    def refresh_models(self, current: str | None = None) -> tuple[ModelChoices, str | None, str]:
+        """The host's models now: (choices, the picker's value, the note beside it). The value stays
+        when it is an SCG ControlNet, or when there is none and it is still listed; else the first."""
+        models = self.host.models()
+        keep = current in models.names[: models.scg] or (not models.scg and current in models.names)
+        return models, current if keep else models.selected, model_note(models)
 
 
 def build_tab(callbacks: TabCallbacks):
@@ -92,9 +109,9 @@ def build_tab(callbacks: TabCallbacks):
 
     settings = callbacks.settings()
     try:
-        choices = callbacks.service.choices(settings)
+        choices, start = callbacks.service.choices(settings), callbacks.service.default_choice(settings)
     except (ValueError, FileNotFoundError) as e:
-        choices, startup_problem = [], str(e)
+        choices, start, startup_problem = [], [], str(e)
     else:
         startup_problem = ""
     problem = callbacks.host.problem()
@@ -106,7 +123,8 @@ def build_tab(callbacks: TabCallbacks):
         with gr.Row():
             with gr.Column():
                 source = gr.Image(label="Image", type="numpy", elem_id=f"{ELEM}_source")
-                groups = gr.CheckboxGroup(choices=choices, value=choices[:1], label="Groups (what each carries)",
+                # the same group the scg_hypercolumn preprocessor starts on (service.default_group_number)
+                groups = gr.CheckboxGroup(choices=choices, value=start, label="Groups (what each carries)",
                                           elem_id=f"{ELEM}_groups")
                 gains = gr.Textbox(label="Gains (optional)", placeholder="colour=0.5, edges=2", elem_id=f"{ELEM}_gains")
             with gr.Column():
@@ -119,11 +137,12 @@ def build_tab(callbacks: TabCallbacks):
             send_img = gr.Button("Send hint to img2img ControlNet", elem_id=f"{ELEM}_send_img2img")
         with gr.Row():
             with gr.Column():
-                models = callbacks.host.models()
+                models, selected, note = callbacks.refresh_models()
                 with gr.Row():
-                    model = gr.Dropdown(choices=models, value=models[0] if models else None, label="SCG ControlNet",
+                    model = gr.Dropdown(choices=models.names, value=selected, label="SCG ControlNet",
                                         elem_id=f"{ELEM}_model")
                     refresh = gr.Button("Refresh models", elem_id=f"{ELEM}_refresh")
+                model_info = gr.Markdown(note, elem_id=f"{ELEM}_model_note")
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id=f"{ELEM}_prompt")
                 negative = gr.Textbox(label="Negative prompt", lines=1, elem_id=f"{ELEM}_negative")
                 with gr.Row():
@@ -144,7 +163,7 @@ def build_tab(callbacks: TabCallbacks):
         source.change(callbacks.preview, inputs=selection, outputs=[hint, sheet, info])
         groups.change(callbacks.reselect, inputs=selection, outputs=[hint, info])
         gains.change(callbacks.reselect, inputs=selection, outputs=[hint, info])
-        refresh.click(lambda: gr.update(choices=callbacks.refresh_models()), inputs=[], outputs=[model])
+        refresh.click(lambda current: _refreshed(callbacks, current), inputs=[model], outputs=[model, model_info])
         generate.click(callbacks.generate, inputs=[*selection, model, prompt, negative, seed, steps, width, height, cfg,
                                                    weight, start, end], outputs=[gallery, info])
         # The hint travels to the host's ControlNet unit in the browser (javascript/scg.js): neither
@@ -152,6 +171,13 @@ def build_tab(callbacks: TabCallbacks):
         for button, tab_name in ((send_txt, "txt2img"), (send_img, "img2img")):
             _on_click_js(button, f"() => scgSendHintToControlNet('{tab_name}')")
     return tab
+
+
+def _refreshed(callbacks: TabCallbacks, current):
+    import gradio as gr
+
+    models, value, note = callbacks.refresh_models(current)
+    return gr.update(choices=models.names, value=value), gr.update(value=note)
 
 
 def _on_click_js(button, js: str) -> None:

@@ -7,19 +7,61 @@ host modules are passed in, so tests use fakes that record what is registered.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from .hosts import ControlNetHost, detect_host
-from .service import DEFAULT_NAME, HintService, Settings, list_autoencoders
+import scg_core
+
+from .hosts import PREPROCESSOR_NAME, ControlNetHost, detect_host
+from .service import (
+    DEFAULT_NAME,
+    HintService,
+    Settings,
+    default_group_number,
+    list_autoencoders,
+)
 from .ui import ELEM, TAB_TITLE, TabCallbacks, build_tab
 
 log = logging.getLogger("scg")
 SECTION = ("scg", "SCG")
 MODELS_SUBDIR = "SCG"  # models/SCG: extra autoencoders
+CONSOLE = "scg console"  # the name of the scg logger's handler
+UNSET = -1  # what both hosts' ControlNet units hold in threshold_a when the caller set none
+
+
+class _Stdout(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stdout`` is when a record comes (the hosts' console)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(shared) -> logging.Logger:
+    """The ``scg`` logger, printed to the console at INFO the way the hosts' ControlNet prints its own
+    (its logger has a stdout handler and does not propagate): neither A1111 1.10 nor Forge configures
+    logging unless started with ``--loglevel`` (or ``SD_WEBUI_LOG_LEVEL``), so an INFO record of a
+    logger without a handler is never shown. ``--loglevel`` sets this logger's level too."""
+    level_name = getattr(getattr(shared, "cmd_opts", None), "loglevel", None) or os.environ.get("SD_WEBUI_LOG_LEVEL")
+    level = getattr(logging, str(level_name).upper(), None) if level_name else None
+    log.setLevel(level if isinstance(level, int) else logging.INFO)
+    if not any(h.get_name() == CONSOLE for h in log.handlers):  # by name: scripts may be reloaded
+        handler = _Stdout()
+        handler.set_name(CONSOLE)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+    return log
 
 
 def read_settings(opts_data: dict, models_path: str) -> Settings:
@@ -42,15 +84,44 @@ def add_settings(shared, models_dir: str) -> None:
                                             gr.Checkbox, section=SECTION))
 
 
+def slider_group(value, groups: Sequence[scg_core.Group]) -> tuple[int, str]:
+    """The preprocessor's slider 1 → a group number (0 = all modules, n = the n-th of ``groups``) and
+    a warning ("" when none is due).
+
+    A whole number in ``0..len(groups)`` is that group. Anything else — Forge's ``/controlnet/detect``
+    passes its API default 64 as is, or a number too large for this autoencoder — means the default
+    group (:func:`~scg_webui.service.default_group_number`, the slider's start; sd-webui-controlnet
+    replaces out-of-range values with it before calling us, so both hosts behave alike) and a
+    warning naming the value, the range and the group used. The hosts' "not set" (``None``, -1)
+    means the default group without a warning."""
+    count, default = len(groups), default_group_number(groups)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if value is None or number == UNSET:
+        return default, ""
+    if math.isfinite(number) and number == round(number) and 0 <= number <= count:
+        return int(number), ""
+    shown = f"{number:g}" if math.isfinite(number) else repr(value)
+    used = f"{default} = {groups[default - 1].title}" if default else "0 = all modules"
+    allowed = f"neither 0 (all modules) nor a group number 1–{count}" if count else "not 0 (all modules; no groups here)"
+    return default, (f"{PREPROCESSOR_NAME}: group {shown} is {allowed}; using the default group, {used}. "
+                     f"Set threshold_a (the preprocessor's slider; controlnet_threshold_a in /controlnet/detect) "
+                     f"to a whole number 0–{count}.")
+
+
 def preprocessor_run(service: HintService, settings: Callable[[], Settings]):
     """The preprocessor's work: ``image`` uint8 ``[H,W,C]``, ``resolution`` (shorter side to compute
-    at; ≤0 keeps the size), ``group_number`` (0 = all modules, n = the n-th group) → uint8 hint."""
+    at; ≤0 keeps the size), ``group_number`` (see :func:`slider_group`) → uint8 hint."""
 
     def run(image: np.ndarray, resolution, group_number) -> np.ndarray:
         s = settings()
         groups = service.model(s).groups
-        n = int(round(float(group_number or 0)))
-        chosen = [groups[n - 1].name] if 1 <= n <= len(groups) else None
+        n, warning = slider_group(group_number, groups)
+        if warning:
+            log.warning("SCG: %s", warning)
+        chosen = [groups[n - 1].name] if n else None
         if resolution and int(resolution) > 0 and min(image.shape[:2]) != int(resolution):
             h, w = image.shape[:2]
             scale = int(resolution) / min(h, w)
@@ -61,18 +132,32 @@ def preprocessor_run(service: HintService, settings: Callable[[], Settings]):
     return run
 
 
-def group_slider_label(service: HintService, settings: Settings) -> tuple[str, int]:
+@dataclass(frozen=True)
+class GroupSlider:
+    """The preprocessor's slider 1: its label, the number of groups (its maximum), the group it starts
+    on (also what out-of-range values mean) and that group's title."""
+
+    label: str
+    groups: int
+    default: int
+    default_title: str
+
+
+def group_slider(service: HintService, settings: Settings) -> GroupSlider:
     try:
         groups = service.model(settings).groups
     except (ValueError, FileNotFoundError) as e:
         log.warning("SCG: %s", e)
-        return "SCG group: 0 = all modules", 0
+        return GroupSlider("SCG group: 0 = all modules", 0, 0, "all modules")
+    default = default_group_number(groups)
+    title = groups[default - 1].title if default else "all modules"
     names = ", ".join(f"{i} {g.title}" for i, g in enumerate(groups, 1))
-    return f"SCG group: 0 = all modules, {names}", len(groups)
+    return GroupSlider(f"SCG group: 0 = all modules, {names} (other values: {default})", len(groups), default, title)
 
 
 def register(script_callbacks, shared, paths, host_factory: Callable[[], ControlNetHost] = detect_host) -> HintService:
     """Register settings, the tab and (once every extension has loaded) the preprocessor."""
+    setup_logging(shared)
     service = HintService()
     models_dir = os.path.join(paths.models_path, MODELS_SUBDIR)
 
@@ -87,12 +172,17 @@ def register(script_callbacks, shared, paths, host_factory: Callable[[], Control
         return state["host"]
 
     def before_ui() -> None:
-        label, count = group_slider_label(service, settings())
+        slider = group_slider(service, settings())
+        if problem := host().problem():
+            log.warning("SCG: %s", problem)
+            return
         try:
-            if host().register_preprocessor(preprocessor_run(service, settings), label, count):
-                log.info("SCG: registered the %s preprocessor in %s", "scg_hypercolumn", host().name)
+            if host().register_preprocessor(preprocessor_run(service, settings), slider.label, slider.groups, slider.default):
+                log.info("SCG: added the %s preprocessor to %s; its slider picks the group (0 = all modules, "
+                         "1–%d the groups), starting on %d = %s", PREPROCESSOR_NAME, host().name, slider.groups,
+                         slider.default, slider.default_title)
         except Exception as e:  # a host API we do not know: the tab still works
-            log.warning("SCG: could not register the preprocessor with %s: %s", host().name, e)
+            log.warning("SCG: could not add the %s preprocessor to %s: %s", PREPROCESSOR_NAME, host().name, e)
 
     def ui_tabs():
         return [(build_tab(TabCallbacks(service, host(), settings)), TAB_TITLE, ELEM)]

@@ -1,7 +1,7 @@
 """Full-size SD1.5-architecture models with random weights, for host tests (no downloads).
 
-Shapes follow ``../shared/HOSTS.md``: ComfyUI only recognises models whose shapes match a known
-architecture, so these are real SD1.5 shapes; the images they make are noise, the plumbing is real.
+Real SD1.5 shapes, because ComfyUI only recognises models whose shapes match a known
+architecture; the images they make are noise, the plumbing is real.
 Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
 
 * ``sd15/`` — a diffusers pipeline folder (``DiffusersLoader``)
@@ -158,3 +158,25 @@ def official_scg_controlnet(models: Path) -> dict[str, Path]:
     (partial / "done").write_text("ok")
     partial.rename(out)
     return files
+
+
+def sd15_single_file(models: Path) -> Path:
+    """A full-size SD1.5 checkpoint in the original single-file layout (``model.diffusion_model.*``,
+    ``first_stage_model.*``, ``cond_stage_model.transformer.*``: what A1111 and Forge load from
+    ``models/Stable-diffusion``), random weights in fp16, names and shapes from
+    tests/official_checkpoints.py (checked against ComfyUI's ldm modules)."""
+    path = models / "sd15_random_single_file.safetensors"
+    if path.is_file():
+        return path
+    import torch
+    from safetensors.torch import save_file
+
+    from ..official_checkpoints import SD15, clip_state, unet_shapes, vae_shapes, _fill
+
+    g = torch.Generator().manual_seed(0)
+    state = {name: _fill(shape, g, name).half() for shapes in (unet_shapes(SD15), vae_shapes(SD15)) for name, shape in shapes.items()}
+    state.update({k: v.half() if v.is_floating_point() else v for k, v in clip_state(SD15).items()})
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.rename(path)
+    return path

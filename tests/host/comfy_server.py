@@ -61,6 +61,7 @@ class ComfyServer:
         (self.dir / "custom_nodes" / "scg-nodes").symlink_to(REPO, target_is_directory=True)
         self.models = self.dir / "models"
         self.input = self.dir / "input"
+        self.output = self.dir / "output"
         self.log_path = workdir / "comfyui.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

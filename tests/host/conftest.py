@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -39,16 +40,37 @@ def sd15_models(comfyui_src):
     return build(comfyui_src)
 
 
+def controlnet_without_scg_metadata(scg_file: Path) -> Path:
+    """The SCG test ControlNet as a plain SD1.5 ControlNet file: no SCG metadata, and a hint encoder
+    that differs (so it is not matched to the SCG file by content). Built once next to it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = scg_file.with_name(scg_file.name.replace("scg_controlnet", "plain_controlnet"))
+    if not out.is_file():
+        with safe_open(scg_file, framework="pt") as f:
+            names = f.keys()
+            tensors = {k: f.get_tensor(k) for k in names}
+        key = next(k for k in tensors if k.endswith("input_hint_block.0.weight"))
+        tensors[key] = tensors[key] * 1.5
+        partial = out.with_name(out.name + ".partial")
+        save_file(tensors, str(partial), metadata={"format": "pt"})
+        partial.rename(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def comfy(comfyui_src, sd15_models, tmp_path_factory):
     """A running ComfyUI with this repository in custom_nodes and the test models installed:
-    ``models/diffusers/sd15``, ``models/controlnet/{scg_controlnet_sd15,controlnet_sd21}.safetensors``,
+    ``models/diffusers/sd15``, ``models/controlnet/{scg_controlnet_sd15,controlnet_sd21,controlnet_sd15_no_metadata}.safetensors``,
     ``models/scg/{my_ae,broken}.safetensors`` and the workflow images in ``input/``."""
     server = ComfyServer(comfyui_src, tmp_path_factory.mktemp("comfyui"))
     (server.models / "diffusers").mkdir(exist_ok=True)
     (server.models / "diffusers" / "sd15").symlink_to(sd15_models / "sd15", target_is_directory=True)
     (server.models / "controlnet" / "scg_controlnet_sd15.safetensors").symlink_to(scg_controlnet(sd15_models))
     (server.models / "controlnet" / "controlnet_sd21.safetensors").symlink_to(sd15_models / "controlnet_sd21.safetensors")
+    (server.models / "controlnet" / "controlnet_sd15_no_metadata.safetensors").symlink_to(
+        controlnet_without_scg_metadata(scg_controlnet(sd15_models)))
     scg = server.models / "scg"
     scg.mkdir(exist_ok=True)
     default = REPO / "scg_core" / "weights" / "default.safetensors"

@@ -1,4 +1,5 @@
-"""The node pack in a real ComfyUI server: definitions, workflows, generation, errors."""
+"""The node pack in a real ComfyUI server: definitions, workflows, generation, errors — and what
+ComfyUI refuses before running anything (VALIDATE_INPUTS)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nodes import NODE_CLASS_MAPPINGS
+from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from nodes.workflow_format import definition_of, to_api, validate
 from scg_core import load_default
 from scg_core.images import pil_to_tensor
@@ -29,7 +30,8 @@ def test_object_info_lists_our_nodes_as_declared(comfy):
     for name, cls in NODE_CLASS_MAPPINGS.items():
         assert name in info, f"{name} missing from /object_info"
         live, ours = info[name], definition_of(cls)
-        assert live["category"] == "SCG" and live["output"] == ours["output"]
+        assert live["category"] == cls.CATEGORY and live["output"] == ours["output"]
+        assert live["display_name"] == NODE_DISPLAY_NAME_MAPPINGS[name] and live["description"] == cls.DESCRIPTION
         for section in ("required", "optional"):
             assert list(live["input"].get(section, {})) == list(ours["input"].get(section, {}))
             for inp, spec in ours["input"].get(section, {}).items():
@@ -39,6 +41,11 @@ def test_object_info_lists_our_nodes_as_declared(comfy):
     choices = info["SCGLoadModularAE"]["input"]["required"]["ae_name"][0]
     assert choices[0] == "default (bundled)" and "my_ae.safetensors" in choices
     assert info["SCGModularAEEncode"]["display_name"] == "Modular AE Encode (hypercolumn)"
+    assert info["SCGControlNetApply"]["display_name"] == "SCG ControlNet Apply"
+    # beside the core ControlNet nodes and comfyui_controlnet_aux's preprocessors
+    assert info["SCGControlNetApply"]["category"] == "conditioning/controlnet"
+    assert info["SCGModularAEEncode"]["category"] == "ControlNet Preprocessors/SCG"
+    assert info["SCGLoadModularAE"]["category"] == info["ControlNetLoader"]["category"] == "loaders"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
@@ -157,13 +164,77 @@ def test_a_second_autoencoder_from_models_scg_runs(comfy):
 
 @pytest.mark.parametrize("prompt, expected", [
     (encode_prompt(ae_name="broken.safetensors"), "broken.safetensors is not a readable safetensors file"),
-    (encode_prompt(groups="edgez"), "unknown group 'edgez'; this autoencoder's groups are: colour, brightness"),
-    (encode_prompt(gains="colour=lots"), "gains: cannot read 'colour=lots'"),
-], ids=["corrupt-weights", "unknown-group", "bad-gains"])
+    # with an autoencoder connected its groups are known only at run time
+    (encode_prompt(groups="edgez", ae_name="my_ae.safetensors"), "unknown group 'edgez'; this autoencoder's groups are: colour"),
+], ids=["corrupt-weights", "unknown-group-of-a-connected-autoencoder"])
 def test_bad_input_is_a_comfyui_error_naming_the_problem(comfy, prompt, expected):
     entry = comfy.run(prompt)
     message = error_message(entry)
     assert message is not None and expected in message, message
+
+
+def refusal(reply: dict) -> str:
+    """The validation messages of a refused prompt, one per line, as ComfyUI lists them."""
+    lines = [f"{reply['error']['message']}: {reply['error']['details']}"] if "error" in reply else []
+    for node_id, node in reply.get("node_errors", {}).items():
+        lines += [f"{node_id} {node['class_type']}: {e['message']}: {e['details']}" for e in node["errors"]]
+    return "\n".join(lines)
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("groups, gains, expected", [
+    ("brightness, edgez", "", "unknown group 'edgez'; this autoencoder's groups are: colour, brightness"),
+    ("brightness", "colour=abc", "gains: cannot read 'colour=abc'"),
+], ids=["unknown-group", "bad-gains"])
+def test_mistyped_groups_or_gains_are_refused_before_anything_runs(comfy, groups, gains, expected):
+    """POST /prompt answers 400 with the message; no node runs, no Save Image writes."""
+    prompt = generation_prompt(comfy, 1.0, groups=groups)
+    apply_id = next(i for i, n in prompt.items() if n["class_type"] == "SCGControlNetApply")
+    prompt[apply_id]["inputs"]["gains"] = gains
+    del prompt[apply_id]["inputs"]["modular_ae"]  # the bundled default: its groups are known
+    before_history, before_files = comfy.get("/history"), files_under(comfy.output)
+    status, reply = comfy.queue(prompt)
+    text = refusal(reply)
+    assert status == 400, reply
+    assert f"{apply_id} SCGControlNetApply: Custom validation failed for node: groups - {expected}" in text, text
+    if "unknown group" in expected:
+        assert "checked against the bundled default autoencoder, used because modular_ae is not connected" in text
+    assert comfy.get("/history") == before_history and files_under(comfy.output) == before_files
+
+
+def test_one_mistyped_group_stops_only_the_outputs_that_need_it(comfy):
+    """ComfyUI runs the outputs that validate and names the node that does not: in the hint gallery
+    the encode node with a mistyped group never runs, and its Save Image writes nothing."""
+    prompt = to_api(load_workflow("scg_hint_gallery.json"), comfy.get("/object_info"))
+    encoders = [i for i, n in prompt.items() if n["class_type"] == "SCGModularAEEncode"]
+    bad = encoders[1]
+    prompt[bad]["inputs"]["groups"] = "colourz"
+    del prompt[bad]["inputs"]["modular_ae"]
+    status, reply = comfy.queue(prompt)
+    assert status == 200 and set(reply["node_errors"]) == {bad}, reply
+    assert "unknown group 'colourz'" in refusal(reply)
+    entry = comfy.wait(reply["prompt_id"])
+    assert error_message(entry) is None, error_message(entry)
+    saves = {i: n for i, n in prompt.items() if n["class_type"] == "SaveImage"}
+    ran = {i for i in saves if i in entry["outputs"]}
+    bad_save = next(i for i, n in saves.items() if n["inputs"]["images"][0] == bad)
+    assert bad_save not in ran and ran == set(saves) - {bad_save}
+    assert bad not in entry["outputs"]  # the encoder's info (ui) would be there had it run
+
+
+def test_a_controlnet_without_scg_metadata_is_a_visible_warning(comfy):
+    prompt = generation_prompt(comfy, 1.0)
+    for node in prompt.values():
+        if node["class_type"] == "ControlNetLoader":
+            node["inputs"]["control_net_name"] = "controlnet_sd15_no_metadata.safetensors"
+    entry = comfy.run(prompt)
+    assert error_message(entry) is None, error_message(entry)
+    text = outputs_of(prompt, entry, "SCGControlNetApply")[0]["text"][0]
+    assert "WARNING: no SCG metadata found for this ControlNet, so the groups were not checked" in text
+    assert "SCG ControlNet Apply: no SCG metadata found for this ControlNet" in comfy.log_tail(20000)  # the console
 
 
 def test_missing_weight_file_is_an_error_naming_it(comfy):

@@ -4,11 +4,18 @@ Shapes follow the hosts' public source (see scripts/scg_webui/hosts.py): sd-webu
 ``ControlNetUnit`` defaults ``enabled=False``/``module="none"``, its preprocessor registry refuses
 a second registration of a name; Forge's unit defaults ``module="None"`` and newer ones carry
 ``image_fg``; its registry is a dict. Only behaviour the extension relies on is modelled.
+
+How each host hands a unit's slider value to a preprocessor is copied from its source (functions
+``a1111_*`` / ``forge_*`` below, each naming the file it mirrors): which defaults its API and its
+units carry, which values it replaces, and the exact call it makes.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import dataclasses
+import io
 import sys
 import threading
 import types
@@ -107,7 +114,9 @@ def webui_core(record: Recorder, models_path: str, main_thread: bool = False) ->
         setattr(callbacks, hook, (lambda h: lambda fn, **kw: record(h, fn))(hook))
     mods = {
         "modules": module("modules"),
-        "modules.shared": module("modules.shared", opts=Opts(), OptionInfo=OptionInfo, state=State()),
+        # cmd_opts: modules/cmd_args.py, whose --loglevel defaults to None
+        "modules.shared": module("modules.shared", opts=Opts(), OptionInfo=OptionInfo, state=State(),
+                                 cmd_opts=argparse.Namespace(loglevel=None)),
         "modules.paths": module("modules.paths", models_path=models_path),
         "modules.script_callbacks": callbacks,
         "modules.processing": module("modules.processing", StableDiffusionProcessingTxt2Img=Txt2Img,
@@ -130,9 +139,26 @@ def sd_webui_controlnet(record: Recorder, files: dict | None = None) -> dict[str
     ``scripts.global_state`` (``cn_models``: name → file, from ``files``) of sd-webui-controlnet."""
 
     class ControlNetUnit:
-        def __init__(self, enabled=False, module="none", model="None", weight=1.0, image=None, **kw):
+        def __init__(self, enabled=False, module="none", model="None", weight=1.0, image=None, processor_res=-1,
+                     threshold_a=-1, threshold_b=-1, **kw):
             self.enabled, self.module, self.model, self.weight, self.image = enabled, module, model, weight, image
+            self.processor_res, self.threshold_a, self.threshold_b = processor_res, threshold_a, threshold_b
             self.__dict__.update(kw)
+            self.bound_check_params()
+
+        def bound_check_params(self):
+            """internal_controlnet/args.py, ControlNetUnit.bound_check_params (a pydantic root
+            validator): an enabled unit's processor_res / threshold_a / threshold_b outside its
+            preprocessor's slider range (-1, the default, included) become that slider's value.
+            (The host's own preprocessors, "none" among them, are not in this fake registry.)"""
+            preprocessor = Preprocessor.get_preprocessor(self.module)
+            if not self.enabled or preprocessor is None:
+                return
+            for unit_param, param in (("processor_res", "slider_resolution"), ("threshold_a", "slider_1"),
+                                      ("threshold_b", "slider_2")):
+                value, cfg = getattr(self, unit_param), getattr(preprocessor, param)
+                if value < cfg.minimum or value > cfg.maximum:
+                    setattr(self, unit_param, cfg.value)
 
     @dataclass
     class PreprocessorParameter:
@@ -148,6 +174,20 @@ def sd_webui_controlnet(record: Recorder, files: dict | None = None) -> dict[str
         name: str
         tags: list = field(default_factory=list)
         registry = {}
+        # scripts/supported_preprocessor.py: class-level defaults a subclass may replace
+        slider_resolution = PreprocessorParameter(label="Resolution", minimum=64, maximum=2048, value=512, step=8)
+        slider_1 = PreprocessorParameter(visible=False)
+        slider_2 = PreprocessorParameter(visible=False)
+        returns_image = True
+
+        @property
+        def label(self):
+            return self.name
+
+        def cached_call(self, input_image, *args, **kwargs):
+            """supported_preprocessor.py: the call every caller makes; a plain result is wrapped."""
+            result = self(input_image, *args, **kwargs)
+            return types.SimpleNamespace(value=result, display_images=[result if self.returns_image else input_image])
 
         @classmethod
         def add_supported_preprocessor(cls, p):
@@ -214,6 +254,7 @@ def forge_controlnet(record: Recorder, image_fg: bool = True, files: dict | None
         "lib_controlnet": module("lib_controlnet"),
         "lib_controlnet.external_code": module("lib_controlnet.external_code", ControlNetUnit=ControlNetUnit),
         "lib_controlnet.global_state": module("lib_controlnet.global_state", get_all_controlnet_names=lambda: list(names),
+                                              get_preprocessor=lambda name: supported.get(name, None),
                                               update_controlnet_filenames=lambda: record("forge.update_filenames"),
                                               get_controlnet_filename=get_controlnet_filename),
         "modules_forge": module("modules_forge"),
@@ -259,3 +300,69 @@ def controlnet_files(folder, names: dict[str, bool]) -> dict:
         save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "pt", **meta})
         out[name] = str(path)
     return out
+
+
+def b64_png(image: np.ndarray) -> str:
+    """An image as API callers send it: base64 of a PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _decode(encoding: str) -> np.ndarray:
+    """modules/api/api.py decode_base64_to_image, then ``np.array(...).astype("uint8")`` (both hosts)."""
+    if encoding.startswith("data:image/"):
+        encoding = encoding.split(";")[1].split(",")[1]
+    return np.array(Image.open(io.BytesIO(base64.b64decode(encoding)))).astype("uint8")
+
+
+def a1111_detect(cn: dict[str, types.ModuleType], controlnet_module="none", controlnet_input_images=(),
+                 controlnet_processor_res=-1, controlnet_threshold_a=-1, controlnet_threshold_b=-1, low_vram=False):
+    """sd-webui-controlnet scripts/api.py, POST /controlnet/detect (its Body defaults): a unit built
+    from the body (so out-of-range values become the sliders' values), then ``cached_call``."""
+    Preprocessor = cn["scripts.supported_preprocessor"].Preprocessor
+    preprocessor = Preprocessor.get_preprocessor(controlnet_module)
+    unit = cn["internal_controlnet.external_code"].ControlNetUnit(
+        enabled=True, module=preprocessor.label, processor_res=controlnet_processor_res,
+        threshold_a=controlnet_threshold_a, threshold_b=controlnet_threshold_b)
+    images = []
+    for encoded in controlnet_input_images:
+        result = preprocessor.cached_call(_decode(encoded), resolution=unit.processor_res, slider_1=unit.threshold_a,
+                                          slider_2=unit.threshold_b, json_pose_callback=lambda pose: None,
+                                          low_vram=low_vram)
+        images.append(result.display_images[0])
+    return images
+
+
+def a1111_unit_hint(cn: dict[str, types.ModuleType], image: np.ndarray, **unit_fields) -> np.ndarray:
+    """sd-webui-controlnet scripts/controlnet.py, preprocess_input_image: a txt2img unit (API
+    ``alwayson_scripts`` args or the UI) through the unit's validation, then ``cached_call``."""
+    unit = cn["internal_controlnet.external_code"].ControlNetUnit(enabled=True, **unit_fields)
+    preprocessor = cn["scripts.supported_preprocessor"].Preprocessor.get_preprocessor(unit.module)
+    return preprocessor.cached_call(image, resolution=unit.processor_res, slider_1=unit.threshold_a,
+                                    slider_2=unit.threshold_b, low_vram=False, model=unit.model).value
+
+
+def forge_detect(forge: dict[str, types.ModuleType], controlnet_module="none", controlnet_input_images=(),
+                 controlnet_processor_res=512, controlnet_threshold_a=64, controlnet_threshold_b=64):
+    """Forge lib_controlnet/api.py, POST /controlnet/detect (its Body defaults: 512, 64, 64): the
+    values go to the preprocessor as they are."""
+    preprocessor = forge["lib_controlnet.global_state"].get_preprocessor(controlnet_module)
+    return [preprocessor(_decode(encoded), resolution=controlnet_processor_res, slider_1=controlnet_threshold_a,
+                         slider_2=controlnet_threshold_b, json_pose_callback=lambda pose: None)
+            for encoded in controlnet_input_images]
+
+
+def forge_unit_hint(forge: dict[str, types.ModuleType], image: np.ndarray, **unit_fields) -> np.ndarray:
+    """Forge scripts/controlnet.py: ``bound_check_params`` (negative values become the sliders'
+    values, as ints), then the preprocessor call of ``process_unit_after_click_generate``."""
+    unit = forge["lib_controlnet.external_code"].ControlNetUnit(**unit_fields)
+    preprocessor = forge["lib_controlnet.global_state"].get_preprocessor(unit.module)
+    if unit.processor_res < 0:
+        unit.processor_res = int(preprocessor.slider_resolution.gradio_update_kwargs.get("value", 512))
+    if unit.threshold_a < 0:
+        unit.threshold_a = int(preprocessor.slider_1.gradio_update_kwargs.get("value", 1.0))
+    if unit.threshold_b < 0:
+        unit.threshold_b = int(preprocessor.slider_2.gradio_update_kwargs.get("value", 1.0))
+    return preprocessor(input_image=image, input_mask=None, resolution=unit.processor_res, slider_1=unit.threshold_a,
+                        slider_2=unit.threshold_b)

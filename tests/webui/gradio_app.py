@@ -18,7 +18,7 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "scripts"), str(Path(__file__).resolve().parents[2])]
 
 import gradio as gr  # noqa: E402
-from scg_webui.hosts import ControlNetHost  # noqa: E402
+from scg_webui.hosts import ControlNetHost, scg_first  # noqa: E402
 from scg_webui.service import HintService, Settings  # noqa: E402
 from scg_webui.ui import TabCallbacks, build_tab  # noqa: E402
 
@@ -27,13 +27,21 @@ from tests.webui import fake_webui as fake  # noqa: E402
 
 
 class RecordingHost(ControlNetHost):
+    """Its ControlNet folder holds a canny ControlNet and ``scg_brightness``, written as files that carry
+    SCG metadata or not (``scg``); their order comes from the extension's own metadata check."""
+
     name = "test stand-in"
 
-    def __init__(self) -> None:
+    def __init__(self, scg: bool = True) -> None:
+        import tempfile
+
         self.requests = []
+        folder = Path(tempfile.mkdtemp(prefix="scg-cn-"))
+        self.files = fake.controlnet_files(folder, {"control_v11p_sd15_canny [d14c016b]": False,
+                                                   "scg_brightness [0a1b2c3d]": scg})
 
     def models(self):
-        return ["scg_brightness [0a1b2c3d]"]
+        return scg_first(list(self.files), self.files.get)
 
     def generate(self, req):
         self.requests.append(req)
@@ -43,8 +51,8 @@ class RecordingHost(ControlNetHost):
         return False
 
 
-def make_tab():
-    host = RecordingHost()
+def make_tab(scg: bool = True):
+    host = RecordingHost(scg)
     callbacks = TabCallbacks(HintService(), host, lambda: Settings())
     return build_tab(callbacks), callbacks, host
 
@@ -91,6 +99,8 @@ def check(out: Path) -> None:
     report["generate"] = {"info": text, "hint_shape": list(req.unit.hint.shape), "model": req.unit.model,
                           "gallery": len(gallery), "size": [req.width, req.height]}
     handler(tab, ids["scg_send_txt2img"], "click")  # wired (JavaScript only)
+    report["groups_start"] = list(ids["scg_groups"].value)
+    report["models"] = {"scg": picker_report(tab, ids), "none": picker_report(*make_tab(scg=False)[:1])}
 
     record = fake.Recorder()
     shared = fake.webui_core(record, "/tmp/models")["modules.shared"]
@@ -102,6 +112,25 @@ def check(out: Path) -> None:
     report["settings_choices"] = shared.opts.labels["scg_autoencoder"].component_args()["choices"]
     report["entry"] = load_entry_like_a1111()
     out.write_text(json.dumps(report, indent=1))
+
+
+def picker_report(tab, ids=None) -> dict:
+    """The ControlNet picker: its choices and value, the note beside it (the next thing in the
+    picker's column, right under the row holding the picker), and what Refresh returns."""
+    ids = ids or components(tab)
+    picker, note = ids["scg_model"], ids["scg_model_note"]
+    column, row = note.parent, picker.parent
+    while row is not None and row.parent is not column:  # gradio 3 wraps the picker in a Form inside the row
+        row = row.parent
+    at = column.children.index(note)
+    beside = at > 0 and column.children[at - 1] is row
+    choices = [c[0] if isinstance(c, (tuple, list)) else c for c in picker.choices]
+    refresh, _ = handler(tab, ids["scg_refresh"], "click")
+    new_picker, new_note = refresh(choices[-1])
+    return {"choices": choices, "value": picker.value, "note": note.value, "note_beside_picker": beside,
+            "refresh": {"value": new_picker["value"], "choices": [c[0] if isinstance(c, (tuple, list)) else c
+                                                                 for c in new_picker["choices"]],
+                        "note": new_note["value"]}}
 
 
 def load_entry_like_a1111() -> dict:
@@ -131,14 +160,17 @@ def load_entry_like_a1111() -> dict:
     hooks["on_before_ui"]()
     [(blocks, title, elem_id)] = hooks["on_ui_tabs"]()
     registry = mods["scripts.supported_preprocessor"].Preprocessor.registry
+    tab_groups = components(blocks)["scg_groups"].value
+    slider = registry["scg_hypercolumn"].slider_1
     return {"hooks": sorted(hooks), "tab": [type(blocks).__name__, title, elem_id],
-            "settings": sorted(mods["modules.shared"].opts.labels), "preprocessors": sorted(registry)}
+            "settings": sorted(mods["modules.shared"].opts.labels), "preprocessors": sorted(registry),
+            "start": {"tab": list(tab_groups), "preprocessor": slider.value, "preprocessor_label": slider.label}}
 
 
 def serve(port: int) -> None:
     """The tab, plus a stand-in for sd-webui-controlnet's first txt2img unit (an upload image with
     the element id that unit has), with javascript/scg.js loaded as the hosts load it."""
-    tab, _, _ = make_tab()
+    tab, _, _ = make_tab(scg=False)  # no SCG ControlNet: the note beside the picker says so
     js = (Path(__file__).resolve().parents[2] / "javascript" / "scg.js").read_text()
     modern = int(gr.__version__.split(".")[0]) >= 4
     with gr.Blocks(analytics_enabled=False, **({"head": f"<script>{js}</script>"} if modern else {})) as page:

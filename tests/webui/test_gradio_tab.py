@@ -33,8 +33,8 @@ def test_tab_builds_and_its_events_give_the_scg_core_hint(version, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
     assert report["gradio"] == version and report["blocks"] == "Blocks"
-    for elem in ("scg_source", "scg_groups", "scg_gains", "scg_hint", "scg_sheet", "scg_model", "scg_generate",
-                 "scg_send_txt2img", "scg_send_img2img", "scg_gallery"):
+    for elem in ("scg_source", "scg_groups", "scg_gains", "scg_hint", "scg_sheet", "scg_model", "scg_model_note",
+                 "scg_generate", "scg_send_txt2img", "scg_send_img2img", "scg_gallery"):
         assert elem in report["elem_ids"]
     assert report["preview_equals_scg_core"] and report["preview_equals_model_hint"]
     assert report["reselect_equals_colour_hint"]
@@ -44,9 +44,30 @@ def test_tab_builds_and_its_events_give_the_scg_core_hint(version, tmp_path):
     assert report["settings"]["scg_autoencoder"] == {"component": "Dropdown", "section": ["scg", "SCG"]}
     assert report["settings"]["scg_keep_on_cpu"]["component"] == "Checkbox"
     assert report["settings_choices"][0] == "default (bundled)"
+    start = report["entry"].pop("start")
     assert report["entry"] == {"hooks": ["on_before_ui", "on_ui_settings", "on_ui_tabs"], "tab": ["Blocks", "SCG", "scg"],
                                "settings": ["scg_autoencoder", "scg_device", "scg_keep_on_cpu"],
                                "preprocessors": ["scg_hypercolumn"]}
+    # one default: the tab and the preprocessor start on the same group, brightness
+    assert report["groups_start"] == start["tab"] == ["brightness"]
+    assert report["group_choices"][start["preprocessor"] - 1] == "brightness"
+    assert start["preprocessor_label"].startswith("SCG group: 0 = all modules, 1 colour, 2 brightness")
+    # the entry script's start-up line reaches the console (stdout) with the hosts' logging left unconfigured
+    assert ("SCG: added the scg_hypercolumn preprocessor to sd-webui-controlnet (A1111); its slider picks the group "
+            "(0 = all modules, 1–4 the groups), starting on 2 = brightness") in proc.stdout.splitlines()
+
+    scg, none = report["models"]["scg"], report["models"]["none"]
+    assert scg["choices"] == ["scg_brightness [0a1b2c3d]", "control_v11p_sd15_canny [d14c016b]"]  # SCG first
+    assert scg["value"] == "scg_brightness [0a1b2c3d]" and scg["note_beside_picker"] and none["note_beside_picker"]
+    assert scg["note"] == scg["refresh"]["note"] == "1 SCG ControlNet(s) found (SCG metadata in the file), listed first."
+    assert scg["refresh"]["value"] == "scg_brightness [0a1b2c3d]"  # a non-SCG choice gives way to the SCG one
+    assert none["choices"] == none["refresh"]["choices"] == ["control_v11p_sd15_canny [d14c016b]",
+                                                             "scg_brightness [0a1b2c3d]"]  # the host's order
+    assert none["value"] == "control_v11p_sd15_canny [d14c016b]"
+    assert "No SCG ControlNet found" in none["note"] and "control_v11p_sd15_canny [d14c016b]" in none["note"]
+    assert "none of these 2 models carries SCG metadata" in none["note"] and "train_controlnet" in none["note"]
+    assert none["refresh"]["value"] == "scg_brightness [0a1b2c3d]"  # still listed, none is SCG: the user's choice stays
+    assert "No SCG ControlNet found" in none["refresh"]["note"]
 
 
 def free_port() -> int:
@@ -111,8 +132,13 @@ def test_in_a_browser_upload_pick_a_group_see_the_hint_change_and_send_it(served
         upload[0].send_keys(str(photo))
         first = wait_for(lambda: image_src(driver, "#scg_hint img"), 60, "no hint after the upload")
         wait_for(lambda: image_src(driver, "#scg_sheet img"), 60, "no decomposition sheet")
-        label = next(e for e in driver.find_elements("css selector", "#scg_groups label") if "brightness" in e.text)
-        label.click()  # colour → colour + brightness
+        ticked = [e.text for e in driver.find_elements("css selector", "#scg_groups label") if
+                  e.find_element("css selector", "input").is_selected()]
+        assert ticked == ["brightness"]  # the group the scg_hypercolumn preprocessor starts on
+        note = driver.find_element("css selector", "#scg_model_note")  # the served host has no SCG ControlNet
+        assert note.is_displayed() and "No SCG ControlNet found" in note.text and "is selected" in note.text
+        label = next(e for e in driver.find_elements("css selector", "#scg_groups label") if "colour" in e.text)
+        label.click()  # brightness → colour + brightness
         second = wait_for(lambda: (s := image_src(driver, "#scg_hint img")) != first and s, 60, "hint did not change")
         assert second != first
         shots = Path(os.environ.get("SCG_SCREENSHOT_DIR", tmp_path))

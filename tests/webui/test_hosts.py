@@ -12,12 +12,20 @@ from scg_webui.hosts import (
     PREPROCESSOR_NAME,
     A1111ControlNet,
     ForgeControlNet,
+    ModelChoices,
     NoControlNet,
     detect_host,
 )
-from scg_webui.service import DEFAULT_NAME, HintService, Settings
-from scg_webui.ui import TabCallbacks
-from scg_webui.webui_entry import SECTION, preprocessor_run, read_settings, register
+from scg_webui.service import DEFAULT_NAME, HintService, Settings, default_group_number
+from scg_webui.ui import TabCallbacks, model_note
+from scg_webui.webui_entry import (
+    SECTION,
+    preprocessor_run,
+    read_settings,
+    register,
+    setup_logging,
+    slider_group,
+)
 
 import scg_core
 
@@ -29,16 +37,30 @@ def record():
     return fake.Recorder()
 
 
-def a1111(monkeypatch, record, tmp_path):
-    files = fake.controlnet_files(tmp_path / "ControlNet", {n: n.startswith("scg") for n in fake.CN_MODELS})
-    fake.install(monkeypatch, {**fake.webui_core(record, str(tmp_path)), **fake.sd_webui_controlnet(record, files)})
+def a1111(monkeypatch, record, tmp_path, scg=True):
+    files = fake.controlnet_files(tmp_path / "ControlNet", {n: scg and n.startswith("scg") for n in fake.CN_MODELS})
+    mods = {**fake.webui_core(record, str(tmp_path)), **fake.sd_webui_controlnet(record, files)}
+    fake.install(monkeypatch, mods)
+    return mods
 
 
-def forge(monkeypatch, record, tmp_path, image_fg=True):
+def forge(monkeypatch, record, tmp_path, image_fg=True, scg=True):
     files = fake.controlnet_files(tmp_path / "ControlNet", {"control_v11p_sd15_canny [d14c016b]": False,
-                                                            "scg_edges [1234abcd]": True})
-    fake.install(monkeypatch, {**fake.webui_core(record, str(tmp_path), main_thread=True),
-                               **fake.forge_controlnet(record, image_fg=image_fg, files=files)})
+                                                            "scg_edges [1234abcd]": scg})
+    mods = {**fake.webui_core(record, str(tmp_path), main_thread=True),
+            **fake.forge_controlnet(record, image_fg=image_fg, files=files)}
+    fake.install(monkeypatch, mods)
+    return mods
+
+
+def registered(record):
+    """Run ``register`` as the host does (scripts loaded, then before-UI); the hooks it added."""
+    from modules import paths, script_callbacks, shared
+
+    register(script_callbacks, shared, paths)
+    hooks = {name: args[0] for name, args, _ in record.calls if name.startswith("on_")}
+    hooks["on_before_ui"]()
+    return hooks
 
 
 def callbacks(host, **settings):
@@ -46,7 +68,7 @@ def callbacks(host, **settings):
 
 
 def generate(cb, groups=("brightness",), width=96, height=64):
-    model = (cb.host.models() or ["some model"])[0]
+    model = cb.host.models().selected or "some model"
     return cb.generate(fake.test_image(), list(groups), "", model, "a cat", "blurry", 42, 12, width, height,
                        6.5, 0.8, 0.1, 0.9)
 
@@ -59,7 +81,8 @@ def test_a1111_generation_builds_the_unit_the_extension_needs(monkeypatch, recor
     a1111(monkeypatch, record, tmp_path)
     host = detect_host()
     assert isinstance(host, A1111ControlNet)
-    assert host.models() == fake.CN_MODELS[::-1]  # SCG ControlNets (SCG metadata in the file) first
+    models = host.models()  # SCG ControlNets (SCG metadata in the file) first
+    assert models.names == fake.CN_MODELS[::-1] and models.scg == 1 and models.selected == "scg_brightness [0a1b2c3d]"
     cb = callbacks(host)
     images, info = generate(cb)
     assert "Generated 1 image" in info, info
@@ -87,7 +110,8 @@ def test_forge_generation_uses_its_unit_format_and_main_thread(monkeypatch, reco
     forge(monkeypatch, record, tmp_path, image_fg=image_fg)
     host = detect_host()
     assert isinstance(host, ForgeControlNet)
-    assert host.models() == ["scg_edges [1234abcd]", "control_v11p_sd15_canny [d14c016b]"]
+    assert host.models().names == ["scg_edges [1234abcd]", "control_v11p_sd15_canny [d14c016b]"]
+    assert host.models().scg == 1
     cb = callbacks(host)
     images, info = generate(cb, groups=["edges_fine (edges)"], width=64, height=80)
     assert "Generated 1 image" in info, info
@@ -113,14 +137,15 @@ def test_preprocessor_registers_under_both_registries_and_computes_the_hint(monk
     for install in (a1111, forge):
         install(monkeypatch, record, tmp_path)
         host = detect_host()
-        assert host.register_preprocessor(run, "group", len(model.groups)) is True
-        assert host.register_preprocessor(run, "group", len(model.groups)) is False  # scripts reloaded: no error
+        assert host.register_preprocessor(run, "group", len(model.groups), 2) is True
+        assert host.register_preprocessor(run, "group", len(model.groups), 2) is False  # scripts reloaded: no error
         if isinstance(host, A1111ControlNet):
             p = host.preprocessors.Preprocessor.get_preprocessor(PREPROCESSOR_NAME)
-            assert p.slider_1.maximum == len(model.groups) and p.slider_1.step == 1
+            assert p.slider_1.maximum == len(model.groups) and p.slider_1.step == 1 and p.slider_1.value == 2
         else:
             p = host.shared.supported_preprocessors[PREPROCESSOR_NAME]
             assert p.name == PREPROCESSOR_NAME and p.slider_1.gradio_update_kwargs["visible"]
+            assert p.slider_1.gradio_update_kwargs["value"] == 2
         out = p(image, 100, slider_1=2, slider_2=0.5, low_vram=False)  # group 2, at its own size
         want = service.hint(settings, image, [model.groups[1].name])
         np.testing.assert_array_equal(out, want)
@@ -188,3 +213,160 @@ def test_install_py_installs_only_missing_light_packages(monkeypatch):
     install["install"](todo)
     assert requested == ['install "safetensors>=0.4"']
     assert not any(word in " ".join(install["NEEDED"].values()) for word in ("torch", "gradio"))
+
+
+def registered_preprocessor(mods):
+    if "scripts.supported_preprocessor" in mods:
+        p = mods["scripts.supported_preprocessor"].Preprocessor.get_preprocessor(PREPROCESSOR_NAME)
+        return p, p.slider_1.value
+    p = mods["modules_forge.shared"].supported_preprocessors[PREPROCESSOR_NAME]
+    return p, p.slider_1.gradio_update_kwargs["value"]
+
+
+@pytest.mark.parametrize("host", ["a1111", "forge"])
+def test_tab_and_preprocessor_start_on_the_same_group_brightness(monkeypatch, record, tmp_path, host):
+    mods = {"a1111": a1111, "forge": forge}[host](monkeypatch, record, tmp_path)
+    registered(record)
+    p, start = registered_preprocessor(mods)
+    groups = scg_core.load_default().groups
+    assert groups[start - 1].name == "brightness"  # what the ComfyUI nodes start on too
+    assert HintService().default_choice(Settings()) == [groups[start - 1].title] == ["brightness"]  # the tab's start
+    label = p.slider_1.label if hasattr(p.slider_1, "label") else p.slider_1.gradio_update_kwargs["label"]
+    assert label == ("SCG group: 0 = all modules, 1 colour, 2 brightness, 3 edges_fine (edges), "
+                     "4 texture (weak, high frequency) (other values: 2)")
+
+
+def test_default_group_follows_the_autoencoders_groups():
+    from scg_core.groups import OFFICIAL_GROUPS, Group
+
+    assert default_group_number(OFFICIAL_GROUPS) == 2  # HC1, labelled brightness
+    assert default_group_number([Group("A", (0,), "edges"), Group("B", (1,), "colour")]) == 1  # none: the first
+    assert default_group_number([]) == 0  # no groups: all modules
+
+
+def test_slider_values_map_to_groups_and_out_of_range_ones_say_so():
+    groups = scg_core.load_default().groups
+    assert slider_group(3, groups) == (3, "") and slider_group(3.0, groups) == (3, "") and slider_group(0, groups) == (0, "")
+    assert slider_group(-1, groups) == (2, "") and slider_group(None, groups) == (2, "")  # the hosts' "not set"
+    for bad, shown in ((64, "64"), (64.0, "64"), (5, "5"), (2.5, "2.5"), (-3, "-3"), (float("nan"), "nan"), ("x", "'x'")):
+        n, warning = slider_group(bad, groups)
+        assert n == 2, bad
+        assert f"group {shown} is neither 0 (all modules) nor a group number 1–4" in warning
+        assert "using the default group, 2 = brightness" in warning and "threshold_a" in warning and "0–4" in warning
+
+
+@pytest.fixture
+def hints():
+    """The image API callers send (shorter side 512, the hosts' default processor resolution: no
+    resize) and the bundled default's hints of it: brightness (group 2), edges (3), all modules."""
+    service, settings = HintService(), Settings()
+    image = fake.test_image(512, 544)
+    return image, {"brightness": service.hint(settings, image, ["brightness"]),
+                   "edges": service.hint(settings, image, ["edges_fine"]), "all": service.hint(settings, image, None)}
+
+
+def test_forge_detect_with_the_api_default_threshold_gets_the_default_group_and_a_warning(
+        monkeypatch, record, tmp_path, capsys, hints):
+    image, want = hints
+    mods = forge(monkeypatch, record, tmp_path)
+    registered(record)
+    capsys.readouterr()
+    body = {"controlnet_module": PREPROCESSOR_NAME, "controlnet_input_images": [fake.b64_png(image)]}
+    [out] = fake.forge_detect(mods, **body)  # threshold_a: Forge's API default, 64, reaches the preprocessor
+    np.testing.assert_array_equal(out, want["brightness"])
+    printed = capsys.readouterr().out
+    assert "SCG: scg_hypercolumn: group 64 is neither 0 (all modules) nor a group number 1–4; using the default " \
+           "group, 2 = brightness. Set threshold_a" in printed
+    for value, group in ((3, "edges"), (0, "all"), (2, "brightness")):
+        [out] = fake.forge_detect(mods, **body, controlnet_threshold_a=value)
+        np.testing.assert_array_equal(out, want[group])
+    assert capsys.readouterr().out == ""  # in-range values: no warning
+    np.testing.assert_array_equal(fake.forge_unit_hint(mods, image, module=PREPROCESSOR_NAME), want["brightness"])
+    np.testing.assert_array_equal(fake.forge_unit_hint(mods, image, module=PREPROCESSOR_NAME, threshold_a=3), want["edges"])
+    assert capsys.readouterr().out == ""  # a unit's unset threshold_a (-1) becomes the slider's default: no warning
+    [out] = fake.forge_detect(mods, **body, controlnet_threshold_a=7)
+    np.testing.assert_array_equal(out, want["brightness"])
+    assert "group 7 is neither" in capsys.readouterr().out
+
+
+def test_a1111_detect_and_units_give_the_default_group_for_unset_or_out_of_range_thresholds(
+        monkeypatch, record, tmp_path, capsys, hints):
+    image, want = hints
+    mods = a1111(monkeypatch, record, tmp_path)
+    registered(record)
+    capsys.readouterr()
+    body = {"controlnet_module": PREPROCESSOR_NAME, "controlnet_input_images": [fake.b64_png(image)]}
+    for threshold, group in ((None, "brightness"), (64, "brightness"), (3, "edges"), (0, "all")):
+        extra = {} if threshold is None else {"controlnet_threshold_a": threshold}
+        [out] = fake.a1111_detect(mods, **body, **extra)  # sd-webui-controlnet replaces -1 and 64 with the slider's value
+        np.testing.assert_array_equal(out, want[group])
+    np.testing.assert_array_equal(fake.a1111_unit_hint(mods, image, module=PREPROCESSOR_NAME), want["brightness"])
+    np.testing.assert_array_equal(fake.a1111_unit_hint(mods, image, module=PREPROCESSOR_NAME, threshold_a=3), want["edges"])
+    assert capsys.readouterr().out == ""
+    out = fake.a1111_unit_hint(mods, image, module=PREPROCESSOR_NAME, threshold_a=1.5)  # in the host's range, not a group
+    np.testing.assert_array_equal(out, want["brightness"])
+    assert "group 1.5 is neither" in capsys.readouterr().out
+
+
+def without_logging_config(monkeypatch):
+    """The root logger as A1111 1.10 / Forge leave it without --loglevel (modules/logging_config.py
+    returns before configuring anything): no handlers, level WARNING."""
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+
+
+@pytest.mark.parametrize("host", ["a1111", "forge"])
+def test_start_up_line_is_printed_at_the_hosts_default_log_level(monkeypatch, record, tmp_path, capsys, host):
+    import logging
+
+    without_logging_config(monkeypatch)
+    {"a1111": a1111, "forge": forge}[host](monkeypatch, record, tmp_path)
+    registered(record)
+    logging.getLogger("some_extension").info("an INFO line of a logger without a handler")
+    out, err = capsys.readouterr()
+    name = {"a1111": "sd-webui-controlnet (A1111)", "forge": "Forge built-in ControlNet"}[host]
+    assert out.splitlines() == [(f"SCG: added the scg_hypercolumn preprocessor to {name}; its slider picks the group "
+                                 "(0 = all modules, 1–4 the groups), starting on 2 = brightness")]
+    assert "an INFO line" not in out + err  # what happened to the extension's line before
+
+
+def test_loglevel_option_quiets_info_and_no_controlnet_is_a_visible_warning(monkeypatch, record, tmp_path, capsys):
+    without_logging_config(monkeypatch)
+    fake.install(monkeypatch, fake.webui_core(record, str(tmp_path)))  # A1111 without sd-webui-controlnet
+    registered(record)
+    out = capsys.readouterr().out
+    assert out.startswith("SCG: No ControlNet found: on AUTOMATIC1111 install the sd-webui-controlnet extension")
+    record.calls.clear()
+    mods = forge(monkeypatch, record, tmp_path)
+    mods["modules.shared"].cmd_opts.loglevel = "WARNING"  # the host's --loglevel WARNING
+    registered(record)
+    assert capsys.readouterr().out == ""
+    preprocessor_run(HintService(), Settings)(fake.test_image(), 0, 64)
+    assert "group 64 is neither" in capsys.readouterr().out  # warnings still show
+    mods["modules.shared"].cmd_opts.loglevel = None
+    setup_logging(mods["modules.shared"])
+    import logging
+
+    scg = logging.getLogger("scg")  # registered three times here: still one console handler
+    assert scg.level == logging.INFO and [h.get_name() for h in scg.handlers].count("scg console") == 1
+
+
+def test_model_note_says_when_no_controlnet_carries_scg_metadata(monkeypatch, record, tmp_path):
+    for install in (a1111, forge):
+        install(monkeypatch, record, tmp_path / install.__name__ / "none", scg=False)
+        cb = callbacks(detect_host())
+        models, value, note = cb.refresh_models()
+        assert models.scg == 0 and value == models.names[0] == models.selected
+        assert note.startswith(f"⚠️ **No SCG ControlNet found**: none of these 2 models carries SCG metadata, so the "
+                               f"first one, *{value}*, is selected")
+        assert "train_controlnet" in note and "scg_core.convert official-controlnet" in note and "Refresh models" in note
+        install(monkeypatch, record, tmp_path / install.__name__ / "scg")  # an SCG ControlNet added, then Refresh
+        models, value, note = cb.__class__(cb.service, detect_host(), cb.settings).refresh_models(current=value)
+        assert models.scg == 1 and value == models.names[0] and value.startswith("scg_")
+        assert note == "1 SCG ControlNet(s) found (SCG metadata in the file), listed first."
+    assert model_note(ModelChoices([])).startswith("No ControlNet models found")
+    cb = callbacks(detect_host())  # the user's choice of a listed SCG ControlNet stays after a refresh
+    assert cb.refresh_models(current="scg_edges [1234abcd]")[1] == "scg_edges [1234abcd]"
