@@ -15,7 +15,16 @@ Facts used (public source of both hosts):
 * a preprocessor's ``slider_1`` receives the unit's ``threshold_a``. sd-webui-controlnet first
   replaces a value outside the slider's range (its API default -1 included) with the slider's
   ``value``; Forge replaces only negative values in txt2img/img2img, and its ``/controlnet/detect``
-  passes its body default, 64, as it is (``webui_entry.slider_group`` maps that).
+  passes its body default, 64, as it is (``webui_entry.slider_group`` maps that);
+* both keep every ControlNet unit's UI in ``ControlNetUiGroup.all_ui_groups`` (sd-webui-controlnet:
+  ``scripts.controlnet_ui.controlnet_ui_group``, Forge: ``lib_controlnet.controlnet_ui.
+  controlnet_ui_group``) with the same attribute names: ``image`` (sd-webui-controlnet: a gradio
+  ``Image`` with the sketch tool; Forge: a ``ForgeCanvas`` whose ``background`` holds the image),
+  ``enabled``, ``module``, ``model``, ``is_img2img`` and, in img2img, ``upload_independent_img_in_img2img``
+  (ticking it clears the unit's image, so it is ticked before the image is set);
+* their "Control Type" filter lists the models whose names contain the type (sd-webui-controlnet:
+  ``global_state.select_control_type``) or one of the filtered preprocessors'
+  ``model_filename_filters`` (Forge): SCG ControlNets are found by their SCG metadata instead.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from types import ModuleType
 import numpy as np
 
 PREPROCESSOR_NAME = "scg_hypercolumn"
+CONTROL_TYPE = "SCG"  # the preprocessor's tag: the "Control Type" filter it appears under
 RESIZE = "Just Resize"  # the tab's hint is made at the generation size already
 BALANCED = "Balanced"
 
@@ -47,6 +57,18 @@ class ModelChoices:
     def selected(self) -> str | None:
         """What the tab's picker starts on: the first name (an SCG ControlNet when there is one)."""
         return self.names[0] if self.names else None
+
+
+@dataclass(frozen=True)
+class SendTarget:
+    """The first ControlNet unit of txt2img or img2img, as the host built its UI: the components
+    *Send hint* sets from Python (the browser ticks its Enable), and the values they take."""
+
+    image: object  # the component that holds the unit's image; set with the hint as uint8 [H,W,3]
+    module: object
+    model: object
+    module_none: str  # the unit's "no preprocessor" choice ("none" / "None")
+    independent: object | None = None  # img2img: "Upload independent control image" (ticked in the browser first)
 
 
 @dataclass
@@ -96,6 +118,11 @@ class ControlNetHost(ABC):
         Its slider 1 goes from 0 (all modules) to ``groups`` and starts on ``default``.
         Returns False when it was registered before (scripts reloaded) or cannot be."""
 
+    def send_target(self, tab: str) -> SendTarget | None:
+        """The first ControlNet unit of ``tab`` ("txt2img" / "img2img") once the host built its UI;
+        ``None`` when this host has none (then *Send hint* falls back to a file drop in the browser)."""
+        return None
+
 
 class NoControlNet(ControlNetHost):
     name = "not found"
@@ -139,6 +166,34 @@ class A1111ControlNet(ControlNetHost):
     def generate(self, req: GenerationRequest) -> list[np.ndarray]:
         return self.webui.txt2img(req, [self.make_unit(req.unit)], self.cn.find_cn_script)
 
+    def send_target(self, tab: str) -> SendTarget | None:
+        unit = _first_unit(sys.modules.get("scripts.controlnet_ui.controlnet_ui_group"), tab)
+        if unit is None or unit.image is None:
+            return None
+        return SendTarget(unit.image, unit.module, unit.model, "none",
+                          getattr(unit, "upload_independent_img_in_img2img", None))
+
+    def find_scg_controlnets(self) -> None:
+        """The "SCG" Control Type lists the SCG ControlNets whatever their names (by their metadata)."""
+        state = sys.modules.get("scripts.global_state")
+        original = getattr(state, "select_control_type", None)
+        if original is None or getattr(original, "scg_wrapped", False):
+            return
+
+        def select_control_type(control_type, *args, **kwargs):
+            found = original(control_type, *args, **kwargs)
+            if str(control_type).lower() != CONTROL_TYPE.lower():
+                return found
+            preprocessors, models, default_preprocessor, default_model = found
+            names = list(getattr(state, "cn_models", {}) or {})
+            choices = scg_first([n for n in names if n != "None"], (getattr(state, "cn_models", {}) or {}).get)
+            scg = choices.names[: choices.scg]
+            models = ["None", *scg, *(m for m in models if m != "None" and m not in scg)]
+            return preprocessors, models, default_preprocessor, (scg[0] if scg else default_model)
+
+        select_control_type.scg_wrapped = True
+        state.select_control_type = select_control_type
+
     def register_preprocessor(self, run, group_label, groups, default) -> bool:
         if self.preprocessors is None:
             return False
@@ -146,10 +201,12 @@ class A1111ControlNet(ControlNetHost):
         if Base.get_preprocessor(PREPROCESSOR_NAME) is not None:
             return False
 
+        self.find_scg_controlnets()
+
         class SCGHypercolumn(Base):
             def __init__(self):
                 super().__init__(name=PREPROCESSOR_NAME)
-                self.tags = ["SCG"]
+                self.tags = [CONTROL_TYPE]
                 self.slider_resolution = Param(label="Resolution", minimum=64, maximum=2048, value=512, step=8)
                 # sd-webui-controlnet replaces a threshold_a outside [minimum, maximum] (its API's -1
                 # included) with this value before calling us
@@ -190,16 +247,36 @@ class ForgeControlNet(ControlNetHost):
         unit = self.make_unit(req.unit)
         return self.webui.on_main_thread(lambda: self.webui.txt2img(req, [unit], _find_by_title))
 
+    def send_target(self, tab: str) -> SendTarget | None:
+        unit = _first_unit(sys.modules.get("lib_controlnet.controlnet_ui.controlnet_ui_group"), tab)
+        image = getattr(getattr(unit, "image", None), "background", None)  # ForgeCanvas: the image layer
+        if image is None:
+            return None
+        return SendTarget(image, unit.module, unit.model, "None",
+                          getattr(unit, "upload_independent_img_in_img2img", None))
+
+    def scg_controlnet_names(self) -> list[str]:
+        """The host's ControlNet names whose files carry SCG metadata (the "SCG" Control Type's models)."""
+        choices = self.models()  # re-reads the ControlNet folder
+        return choices.names[: choices.scg]
+
     def register_preprocessor(self, run, group_label, groups, default) -> bool:
         if PREPROCESSOR_NAME in self.shared.supported_preprocessors:
             return False
         Base, Param = self.supported.Preprocessor, self.supported.PreprocessorParameter
 
+        scg_names = self.scg_controlnet_names
+
         class SCGHypercolumn(Base):
+            # Forge's Control Type filter lists the models whose names contain one of these: the SCG
+            # ControlNets of the moment, found by their metadata (read when the filter is used)
+            model_filename_filters = property(lambda self: scg_names() or [CONTROL_TYPE.lower()],
+                                              lambda self, value: None)
+
             def __init__(self):
                 super().__init__()
                 self.name = PREPROCESSOR_NAME
-                self.tags = ["SCG"]
+                self.tags = [CONTROL_TYPE]
                 self.slider_resolution = Param(label="Resolution", minimum=64, maximum=2048, value=512, step=8, visible=True)
                 # Forge replaces a negative threshold_a with this value in txt2img/img2img, but its
                 # /controlnet/detect passes its own default (64) as is: ``run`` maps that
@@ -235,6 +312,12 @@ def scg_first(names: list[str], path_of: Callable[[str], object]) -> ModelChoice
     flags = {name: is_scg(name) for name in names}
     scg = [n for n in names if flags[n]]
     return ModelChoices(scg + [n for n in names if not flags[n]], len(scg))
+
+
+def _first_unit(ui_module: ModuleType | None, tab: str):
+    """The first of the host's ControlNet unit UIs in ``tab`` (``ControlNetUiGroup.all_ui_groups``)."""
+    groups = getattr(getattr(ui_module, "ControlNetUiGroup", None), "all_ui_groups", None) or []
+    return next((g for g in groups if bool(getattr(g, "is_img2img", False)) == (tab == "img2img")), None)
 
 
 def _find_by_title(runner):

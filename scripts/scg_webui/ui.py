@@ -95,6 +95,24 @@ class TabCallbacks:
             return [], error_text(e)
         return [hint, *images], f"Generated {len(images)} image(s) with **{model}** (first: the hint it was given)."
 
+    def send(self, tab: str, module_none: str):
+        """The Python side of *Send hint to {tab} ControlNet*: ``(hint, model)`` → the first unit's
+        image, preprocessor, model, and this tab's info line (the browser has already opened that
+        unit and ticked its Enable: javascript/scg.js)."""
+        import gradio as gr
+
+        def fn(hint, model):
+            if hint is None:
+                keep = gr.update()
+                return keep, keep, keep, "Upload an image first: its hint is what gets sent."
+            model_update = gr.update(value=model) if model else gr.update()
+            what = f"with **{model}**" if model else "with no model chosen (pick an SCG ControlNet there)"
+            return (np.ascontiguousarray(hint[..., :3]), gr.update(value=module_none), model_update,
+                    f"Sent the hint to {tab}'s ControlNet Unit 0 (enabled, preprocessor *{module_none}*, {what}). "
+                    f"Write a prompt there and press Generate.")
+
+        return fn
+
     def refresh_models(self, current: str | None = None) -> tuple[ModelChoices, str | None, str]:
         """The host's models now: (choices, the picker's value, the note beside it). The value stays
         when it is an SCG ControlNet, or when there is none and it is still listed; else the first."""
@@ -166,10 +184,17 @@ def build_tab(callbacks: TabCallbacks):
         refresh.click(lambda current: _refreshed(callbacks, current), inputs=[model], outputs=[model, model_info])
         generate.click(callbacks.generate, inputs=[*selection, model, prompt, negative, seed, steps, width, height, cfg,
                                                    weight, start, end], outputs=[gallery, info])
-        # The hint travels to the host's ControlNet unit in the browser (javascript/scg.js): neither
-        # host has a Python API that fills another tab's unit.
+        # Send: the browser opens the target unit (javascript/scg.js), then Python sets its image,
+        # Enable, preprocessor and model — the unit components the host built (hosts.send_target).
+        # A host UI we do not know gets the hint dropped on its upload input instead.
         for button, tab_name in ((send_txt, "txt2img"), (send_img, "img2img")):
-            _on_click_js(button, f"() => scgSendHintToControlNet('{tab_name}')")
+            target = callbacks.host.send_target(tab_name)
+            if target is None:
+                _on_click_js(button, f"() => scgSendHintToControlNet('{tab_name}')")
+            else:
+                _on_click(button, callbacks.send(tab_name, target.module_none), inputs=[hint, model],
+                          outputs=[target.image, target.module, target.model, info],
+                          js=f"(...inputs) => scgSendToControlNet('{tab_name}', ...inputs)")
     return tab
 
 
@@ -178,6 +203,14 @@ def _refreshed(callbacks: TabCallbacks, current):
 
     models, value, note = callbacks.refresh_models(current)
     return gr.update(choices=models.names, value=value), gr.update(value=note)
+
+
+def _on_click(button, fn, inputs, outputs, js: str) -> None:
+    """A click that runs ``js`` in the browser first (its return value becomes the inputs), then ``fn``."""
+    import gradio as gr
+
+    key = "js" if int(gr.__version__.split(".")[0]) >= 4 else "_js"
+    button.click(fn, inputs=inputs, outputs=outputs, **{key: js})
 
 
 def _on_click_js(button, js: str) -> None:
