@@ -152,7 +152,7 @@ class HintService:
         names, gain_map = self.group_names(settings, groups), parse_gains(gains)
         x = to_image_tensor(image)
         with self._on_device(model, settings) as m:
-            return to_uint8(m.hint(x.to(self.device(settings)), groups=names, gains=gain_map or None))
+            return to_uint8(m.hint(x.to(m.mean.device), groups=names, gains=gain_map or None))
 
     @torch.inference_mode()
     def sheet(self, settings: Settings, image: np.ndarray, tile: int = 192) -> np.ndarray:
@@ -160,14 +160,18 @@ class HintService:
         model = self.model(settings)
         x = to_image_tensor(image)
         with self._on_device(model, settings) as m:
-            return np.asarray(decomposition_sheet(m, x.to(self.device(settings)), tile=tile))
+            return np.asarray(decomposition_sheet(m, x.to(m.mean.device), tile=tile))
 
     @contextmanager
     def _on_device(self, model: scg_core.ModularAE, settings: Settings):
         """The model on the settings' device for one computation; back on the CPU after it when
         ``keep_on_cpu`` (frees GPU memory for generation)."""
+        # Not ``yield model.to(...)``: while A1111 builds an SD model it replaces ``torch.nn.Module.to``
+        # with a no-op returning None (sd_disable_initialization.InitializeOnMeta), for every thread.
+        # The callers compute on whatever device the model is really on (``model.mean.device``).
+        model.to(self.device(settings))
         try:
-            yield model.to(self.device(settings))
+            yield model
         finally:
             if settings.keep_on_cpu:
                 model.to("cpu")

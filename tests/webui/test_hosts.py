@@ -370,3 +370,17 @@ def test_model_note_says_when_no_controlnet_carries_scg_metadata(monkeypatch, re
     assert model_note(ModelChoices([])).startswith("No ControlNet models found")
     cb = callbacks(detect_host())  # the user's choice of a listed SCG ControlNet stays after a refresh
     assert cb.refresh_models(current="scg_edges [1234abcd]")[1] == "scg_edges [1234abcd]"
+
+
+def test_hints_survive_a1111_replacing_module_to_while_it_builds_a_model(monkeypatch):
+    """A1111's InitializeOnMeta replaces ``torch.nn.Module.to`` with a no-op returning None for every
+    thread while it creates an SD model; a /controlnet/detect request arriving then must still work
+    (seen in a real A1111 1.10.1: AttributeError 'NoneType' object has no attribute 'hint')."""
+    import torch
+
+    service, settings = HintService(), Settings()
+    image = fake.test_image()
+    expected = service.hint(settings, image, ["brightness"])
+    monkeypatch.setattr(torch.nn.Module, "to", lambda *args, **kwargs: None)
+    assert np.array_equal(service.hint(settings, image, ["brightness"]), expected)
+    assert service.sheet(settings, image, tile=64).shape[2] == 3
