@@ -113,7 +113,11 @@ def _scg_header(path: str):
     """(ControlNetInfo or None, name of the hint weight) for a file, cached by modification time."""
     from safetensors import safe_open
 
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:  # e.g. a dangling symlink in models/controlnet: not a candidate
+        log.warning("SCG: %s: %s", path, e)
+        return None, None
     key = (path, st.st_mtime_ns, st.st_size)
     if key not in _header_cache:
         try:

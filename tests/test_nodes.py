@@ -249,3 +249,12 @@ def test_comfyui_hooks_progress_interruption_and_devices(monkeypatch):
     with pytest.raises(Interrupted):
         encode(torch.rand(4, 32, 32, 3))
     assert calls["updates"] == 2  # two images done, stopped before the third
+
+
+def test_a_dangling_file_in_the_controlnet_folder_is_skipped_when_looking_for_scg_metadata(tmp_path, caplog):
+    from nodes import controlnet_nodes
+
+    broken = tmp_path / "gone.safetensors"
+    broken.symlink_to(tmp_path / "deleted.safetensors")  # a model removed behind ComfyUI's back
+    assert controlnet_nodes._scg_header(str(broken)) == (None, None)
+    assert "gone.safetensors" in caplog.text
