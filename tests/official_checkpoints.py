@@ -42,6 +42,9 @@ from .official_reference import probe_kernel
 
 NORM_MEAN = (0.50705882, 0.48666667, 0.44078431)
 NORM_STD = (0.26745098, 0.25568627, 0.27607843)
+# Bipolar's weights (after ``conv.``) → scg_core's parameter names
+FACTOR_NAMES = {"c1_1.weight": "pathway_a", "c1_2_1.weight": "pathway_b", "c1_2_2.weight": "surround",
+                "c2.weight": "module_kernels"}
 HYPERCOLUMNS = [[0, 1, 4, 8, 9, 15], [2, 3], [5, 12], [10], [6, 7], [11, 13, 14]]  # HyperColumnLGN.groups[:6]
 
 # ------------------------------------------------------------------------------------------ autoencoder
@@ -90,18 +93,16 @@ def official_ae_checkpoint(seed: int = 0, arg: argparse.Namespace | None = None,
 def official_ae_state_of(model) -> "OrderedDict[str, torch.Tensor]":
     """A trained scg_core bipolar autoencoder's weights in the official layout (one set): realistic
     values where random ones would make hints far outside [0,1]."""
-    names = {"c1_1.weight": "pathway_a", "c1_2_1.weight": "pathway_b", "c1_2_2.weight": "surround", "c2.weight": "module_kernels"}
     kl = model.config.feature_channels
     state = OrderedDict([("lgn_ende.0.conv.eye", torch.eye(kl).unsqueeze(2).unsqueeze(3))])
-    state.update((f"lgn_ende.0.conv.{theirs}", getattr(model, ours).detach().clone()) for theirs, ours in names.items())
+    state.update((f"lgn_ende.0.conv.{theirs}", getattr(model, ours).detach().clone()) for theirs, ours in FACTOR_NAMES.items())
     return state
 
 
 def released_factors(state) -> dict[str, torch.Tensor]:
     """The four weights of set 0 (or of the ControlNet's ``lgn_ende.conv``) by scg_core's names."""
     prefix = "lgn_ende.0.conv." if "lgn_ende.0.conv.c1_1.weight" in state else "lgn_ende.conv."
-    names = {"c1_1.weight": "pathway_a", "c1_2_1.weight": "pathway_b", "c1_2_2.weight": "surround", "c2.weight": "module_kernels"}
-    return {ours: state[prefix + theirs] for theirs, ours in names.items()}
+    return {ours: state[prefix + theirs] for theirs, ours in FACTOR_NAMES.items()}
 
 
 def official_hypercolumn_hint(image: torch.Tensor, factors, groups, size: int | None = 512) -> torch.Tensor:

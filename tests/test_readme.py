@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from .repository import copy_repository
 
 REPO = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
@@ -71,14 +72,7 @@ def test_every_block_is_runnable_or_says_why_not():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A scratch copy of the repository's files (tracked and new, not ignored ones)."""
-    out = tmp_path_factory.mktemp("readme") / "scg-nodes"
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, out / name)
-    return out
+    return copy_repository(tmp_path_factory.mktemp("readme") / "scg-nodes")
 
 
 def provide(needs: str, workdir: Path) -> None:

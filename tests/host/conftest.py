@@ -88,10 +88,9 @@ def webui(request, sd15_models, tmp_path_factory):
     """A running AUTOMATIC1111 1.10.1 + sd-webui-controlnet 1.1.455, then a running Forge f2.0.1, with
     this extension and the test models (tests/host/webui_server.py); built on first use."""
     from .build_models import sd15_single_file
-    from .webui_server import WebuiServer, hosts_source
+    from .webui_server import WebuiServer, hosts_cache, hosts_source
 
-    if hosts_source() is None and not (Path(os.environ.get("SCG_HOSTS_CACHE", "/var/tmp/scg-nodes-hosts"))
-                                       / request.param / ".scg-built").is_file():
+    if hosts_source() is None and not (hosts_cache() / request.param / ".scg-built").is_file():
         message = "the A1111/Forge source archives are not here (SCG_HOSTS_SRC: the folder holding setup_a1111.sh)"
         if os.environ.get("SCG_REQUIRE_HOSTS") == "1":
             pytest.fail(message)

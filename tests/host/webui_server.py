@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..repository import copy_repository
 from .comfy_server import REPO, free_port
 
 HOSTS = {"a1111": "setup_a1111.sh", "forge": "setup_forge.sh"}
@@ -77,13 +78,7 @@ def install_extension(webui: Path) -> Path:
     if target.is_symlink() or target.is_file():
         target.unlink()
     shutil.rmtree(target, ignore_errors=True)
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target / name)
-    return target
+    return copy_repository(target)
 
 
 def link(target: Path, link_path: Path) -> None:
