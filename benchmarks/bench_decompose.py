@@ -9,7 +9,7 @@ sheet (python + torch + model + input image), so the figures do not leak into ea
 (user + system time of all threads) is shown next to wall time because a shared machine's load
 moves wall time a lot.
 
-* ``streaming``: ``scg_core.sheet.decomposition_sheet`` — one group or module at a time, each shrunk
+* ``streaming``: ``scg_core.tools.sheet.decomposition_sheet`` — one group or module at a time, each shrunk
   to its tile at once (target: ≤ 1.5 GB peak for 12 MP).
 * ``all-at-once``: the previous implementation, kept here as the reference —
   ``model.module_reconstructions`` at full size (all k modules at once), then each tile resized.
@@ -43,8 +43,8 @@ def all_at_once(model, image, tile: int = 256):
     import torch
     from PIL import Image
 
-    from scg_core.images import tensor_to_pil
-    from scg_core.sheet import module_visual
+    from scg_core.formats.images import tensor_to_pil
+    from scg_core.tools.sheet import module_visual
 
     H, W = image.shape[-2:]
     scale = tile / max(H, W)
@@ -62,7 +62,7 @@ def child(variant: str, width: int, height: int, threads: int) -> None:
     import torch
 
     import scg_core
-    from scg_core.sheet import decomposition_sheet
+    from scg_core.tools.sheet import decomposition_sheet
 
     torch.set_num_threads(threads)
     model = scg_core.load_default()

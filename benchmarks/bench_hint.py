@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import scg_core
-from scg_core import functional as Fn
+from scg_core.model import functional as Fn
 
 
 def test_image(size: int, batch: int = 1, device: str = "cpu", dtype=torch.float32) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import scg_core  # noqa: E402
-from tests.official_reference import official_raw_hint, probe_kernel  # noqa: E402
+from devtools.official_reference import official_raw_hint, probe_kernel  # noqa: E402
 
 
 def main() -> None:

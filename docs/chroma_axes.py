@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import scg_core
-from scg_core.images import load_image
+from scg_core.formats.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 U, V = np.array([1, -1, 0]) / np.sqrt(2), np.array([1, 1, -2]) / np.sqrt(6)  # chroma plane basis

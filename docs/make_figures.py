@@ -9,8 +9,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import scg_core
-from scg_core.images import load_image, tensor_to_pil
-from scg_core.sheet import decomposition_sheet
+from scg_core.formats.images import load_image, tensor_to_pil
+from scg_core.tools.sheet import decomposition_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "images"

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import headless_chromium  # noqa: E402
-from tests.host.build_models import cache_dir  # noqa: E402
-from tests.host.comfy_server import ComfyServer, comfyui_source  # noqa: E402
+from devtools.browser import headless_chromium  # noqa: E402
+from devtools.cache import models_cache as cache_dir  # noqa: E402
+from devtools.comfy_server import ComfyServer, comfyui_source  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 

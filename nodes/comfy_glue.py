@@ -66,7 +66,7 @@ def image_to_rgb(image: Tensor, name: str = "image") -> Tensor:
         image = image.float() / 255
     elif not image.is_floating_point():
         raise TypeError(f"{name}: expected float values in [0,1] (or uint8), got {image.dtype}")
-    return scg_core().images.to_rgb(image.float().movedim(-1, 1))
+    return scg_core().formats.images.to_rgb(image.float().movedim(-1, 1))
 
 
 def for_each_image(images: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:

@@ -74,7 +74,7 @@ def _hint_weight(control_model):
 
 def with_official_hint(control_net, official):
     """A copy of ``control_net`` (a converted official SCG ControlNet) whose first hint convolution is
-    fed as the official one was (:class:`scg_core.hint_border.OfficialHintConv`: the hint cropped to
+    fed as the official one was (:class:`scg_core.controlnet.official_hint.OfficialHintConv`: the hint cropped to
     the official autoencoder's size and padded with the mean colour), so it computes exactly what the
     official ControlNet computes.
 
@@ -88,7 +88,7 @@ def with_official_hint(control_net, official):
         first = block[0]
     except (TypeError, IndexError, KeyError):
         raise ValueError(f"this {type(control_net).__name__} has no hint block to feed the official way") from None
-    wrapped = scg_core().hint_border.OfficialHintConv(first, official)
+    wrapped = scg_core().controlnet.official_hint.OfficialHintConv(first, official)
     new_block = copy.copy(block)
     new_block._modules = dict(block._modules)
     new_block._modules[next(iter(block._modules))] = wrapped
@@ -122,7 +122,7 @@ def _scg_header(path: str):
     if key not in _header_cache:
         try:
             with safe_open(path, framework="pt") as f:
-                info = scg_core().controlnet_meta.parse_controlnet_metadata(f.metadata())
+                info = scg_core().controlnet.metadata.parse_controlnet_metadata(f.metadata())
                 keys = set(f.keys())
             name = next((k for k in HINT_WEIGHT_KEYS if k in keys), None)
         except (ValueError, OSError) as e:  # damaged SCG metadata or an unreadable file: skip it
@@ -222,8 +222,8 @@ class SCGControlNetApply:
         meta = scg_info(control_net)
         if meta is not None:
             core = scg_core()
-            problems = core.controlnet_meta.selection_mismatch(meta, model, core.selection.parse_groups(groups),
-                                                                core.selection.parse_gains(gains))
+            problems = core.controlnet.metadata.selection_mismatch(meta, model, core.hosts.selection.parse_groups(groups),
+                                                                core.hosts.selection.parse_gains(gains))
             for p in problems:
                 log.warning("SCG ControlNet Apply: %s", p)
             lines += [f"WARNING: {p}" for p in problems] or [f"groups match the ControlNet's training ({', '.join(g.name for g in meta.groups)})"]

@@ -54,8 +54,8 @@ def check_selection(groups, gains, modular_ae=NOT_CONNECTED):
     """
     try:
         core = scg_core()
-        keep = core.selection.parse_groups(str(groups)) if groups is not None else None
-        gain = core.selection.parse_gains(str(gains)) if gains is not None else {}
+        keep = core.hosts.selection.parse_groups(str(groups)) if groups is not None else None
+        gain = core.hosts.selection.parse_gains(str(gains)) if gains is not None else {}
         if modular_ae is NOT_CONNECTED and (groups is not None or gain):
             try:
                 models.load(models.DEFAULT_NAME).module_gains(keep, gains=gain)
@@ -72,11 +72,11 @@ def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] |
     ``size``: compute the hint at this (H, W) (the source is scaled to cover it and centre-cropped).
     """
     core = scg_core()
-    keep, gain = core.selection.parse_groups(groups), core.selection.parse_gains(gains)
+    keep, gain = core.hosts.selection.parse_groups(groups), core.hosts.selection.parse_gains(gains)
     modules = model.module_gains(keep, gains=gain)  # resolves names: unknown ones raise here, before any work
     rgb = image_to_rgb(images)
     if size is not None:
-        rgb = core.images.fit_to_size(rgb, size)
+        rgb = core.formats.images.fit_to_size(rgb, size)
     device_model = models.on_device(model, compute_device())
 
     def one(x):
@@ -175,7 +175,7 @@ class DecompositionSheet:
         model = ae_or_default(modular_ae)
 
         def one(x):
-            pil = core.sheet.decomposition_sheet(model, x, tile=tile)
-            return core.images.pil_to_tensor(pil)
+            pil = core.tools.sheet.decomposition_sheet(model, x, tile=tile)
+            return core.formats.images.pil_to_tensor(pil)
 
         return (to_comfy_image(for_each_image(image_to_rgb(image), one)),)

@@ -1,5 +1,7 @@
+"""``python -m scg_core``: hints and decompositions from the command line (:mod:`scg_core.hosts.cli`)."""
+
 import sys
 
-from .cli import main
+from .hosts.cli import main
 
 sys.exit(main())

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .official_reference import probe_kernel
+from devtools.official_reference import probe_kernel
 
 NORM_MEAN = (0.50705882, 0.48666667, 0.44078431)
 NORM_STD = (0.26745098, 0.25568627, 0.27607843)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scg_core import ModularAE, load, save
-from scg_core.characterize import characterize, kernel_stats, main, pink_noise
+from scg_core.tools.characterize import characterize, kernel_stats, main, pink_noise
 
 R = 21
 c = torch.arange(R, dtype=torch.float64) - R // 2

@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from scg_core import cli, save, weights_io
-from scg_core.cli import main, progress_bar, resolve_device
-from scg_core.images import load_image, tensor_to_pil
-from scg_core.selection import parse_groups
-from scg_core.sheet import legend_height
+from scg_core import save
+from scg_core.formats import weights as weights_io
+from scg_core.formats.images import load_image, tensor_to_pil
+from scg_core.hosts import cli
+from scg_core.hosts.cli import main, progress_bar, resolve_device
+from scg_core.hosts.selection import parse_groups
+from scg_core.tools.sheet import legend_height
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +54,7 @@ def test_decompose_writes_a_labelled_sheet(weights, photo, tmp_path):
 def test_no_default_weights_says_so(photo, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(weights_io, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
     assert main(["hint", str(photo), "-o", str(tmp_path / "h.png")]) == 2
-    assert "no default Modular AE is installed yet" in capsys.readouterr().err
+    assert "bundled default Modular AE is missing" in capsys.readouterr().err
     assert not (tmp_path / "h.png").exists()
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from scg_core import WeightsError
-from scg_core.controlnet_layout import (
+from scg_core.controlnet.layout import (
     LDM_PREFIX,
     diffusers_to_ldm,
     fold_hint_normalization,

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from scg_core import Group, ModularAE, ModularAEConfig
-from scg_core.controlnet_meta import (
+from scg_core.controlnet.metadata import (
     controlnet_metadata,
     fingerprint,
     parse_controlnet_metadata,
@@ -74,7 +74,7 @@ def test_random_group_mode_accepts_any_single_trained_group(tiny_ae):
 
 
 def test_the_official_hint_geometry_round_trips_and_is_absent_from_trained_controlnets(tiny_ae):
-    from scg_core.hint_border import OfficialHint
+    from scg_core.controlnet.official_hint import OfficialHint
 
     assert parse_controlnet_metadata(controlnet_metadata(tiny_ae, ["lum"])).official_hint is None
     official = OfficialHint((0.5, 0.25, 0.75))

@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 
 from scg_core import OFFICIAL_GROUPS, WeightsError, load
-from scg_core.convert import convert_official_ae, main
+from scg_core.convert import main
+from scg_core.formats.official_ae import convert_official_ae
 
 from .official_checkpoints import (
     official_ae_arg,
@@ -46,7 +47,7 @@ def test_the_official_form_converts_and_every_hypercolumn_hint_is_the_official_o
                                              "n_vector": 16, "rot_num": 1, "vector_length": 4}
     assert ae.provenance["ignored_tensors"] == ["lgn_ende.0.conv.eye"]
 
-    # HyperColumnLGN's computation (tests/official_reference.py kernel, 509×509) for each of HC0..HC5
+    # HyperColumnLGN's computation (devtools/official_reference.py kernel, 509×509) for each of HC0..HC5
     torch.manual_seed(0)
     x = torch.rand(1, 3, 512, 512)
     factors = released_factors(ckpt["state_dict"])
@@ -118,7 +119,7 @@ def test_rot_num_groups_the_kernels_as_the_official_code_does(tmp_path):
     assert model.groups == ()  # the official hypercolumns belong to the released 16 × 4 model
     torch.manual_seed(0)
     x = torch.rand(1, 3, 64, 64)
-    from .official_reference import official_raw_hint, probe_kernel
+    from devtools.official_reference import official_raw_hint, probe_kernel
 
     kernel = probe_kernel({k: v.double() for k, v in released_factors(ckpt["state_dict"]).items()}).float()
     official = official_raw_hint(model.normalize(x), kernel, torch.ones(64))

@@ -7,12 +7,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from scg_core import OFFICIAL_GROUPS, WeightsError, load, load_default
-from scg_core.controlnet_layout import fold_hint_normalization, ldm_to_diffusers
-from scg_core.controlnet_meta import fingerprint, read_controlnet_info
-from scg_core.convert import convert_official_ae, main
-from scg_core.convert_controlnet import convert_official_controlnet
-from scg_core.hint_border import OfficialHintConv
-from scg_core.images import fit_to_size, load_image
+from scg_core.controlnet.convert import convert_official_controlnet
+from scg_core.controlnet.layout import fold_hint_normalization, ldm_to_diffusers
+from scg_core.controlnet.metadata import fingerprint, read_controlnet_info
+from scg_core.controlnet.official_hint import OfficialHintConv
+from scg_core.convert import main
+from scg_core.formats.images import fit_to_size, load_image
+from scg_core.formats.official_ae import convert_official_ae
 
 from .official_checkpoints import (
     NARROW,

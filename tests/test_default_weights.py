@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 
 import scg_core
-from scg_core.cli import main
-from scg_core.characterize import LABELS
+from scg_core.hosts.cli import main
+from scg_core.tools.characterize import LABELS
 
 EXAMPLE = scg_core.DEFAULT_WEIGHTS.parents[2] / "photos" / "chelsea.jpg"
 

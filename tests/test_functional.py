@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from devtools.official_reference import layer_chain, official_raw_hint, probe_kernel
 from scg_core import ModularAEConfig
-from scg_core import functional as Fn
-from scg_core.config import RELEASED_MEAN, RELEASED_STD
+from scg_core.model import functional as Fn
+from scg_core.model.config import RELEASED_MEAN, RELEASED_STD
 
 from .conftest import factor_weights
-from .official_reference import layer_chain, official_raw_hint, probe_kernel
 
 CONFIGS = [
     ModularAEConfig(),  # released

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from scg_core.hint_border import OfficialHint, OfficialHintConv
+from scg_core.controlnet.official_hint import OfficialHint, OfficialHintConv
 
 
 def test_official_hint_conv_is_the_official_hint_block_input():

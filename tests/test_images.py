@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scg_core.images import ImageError, load_image, save_image, to_rgb
+from scg_core.formats.images import ImageError, load_image, save_image, to_rgb
 
 
 def test_rgb_round_trip(tmp_path):

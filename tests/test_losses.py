@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from scg_core import ModularAE, ModularAEConfig
-from scg_core.losses import EquivarianceCodebook, equivariance_loss, reconstruction_loss, soft_best_transforms, symmetry_loss
+from scg_core.model.losses import (
+    EquivarianceCodebook,
+    equivariance_loss,
+    reconstruction_loss,
+    soft_best_transforms,
+    symmetry_loss,
+)
 
 
 def random_codebook(k=3, l=4, grid=(3, 4, 8), seed=0):

@@ -126,7 +126,7 @@ def test_groups_and_gains_are_checked_before_the_run(kind):
 
 
 def test_nodes_sit_where_controlnet_users_look_and_say_they_output_a_hint():
-    from nodes.workflow_format import definition_of
+    from devtools.workflow_format import definition_of
 
     expected = {"SCGLoadModularAE": "loaders", "SCGModularAEEncode": "ControlNet Preprocessors/SCG",
                 "SCGDecompositionSheet": "ControlNet Preprocessors/SCG", "SCGControlNetApply": "conditioning/controlnet"}
@@ -160,7 +160,7 @@ def test_pack_imports_like_comfyui_loads_it_without_heavy_modules():
         module = importlib.util.module_from_spec(spec); sys.modules["scg-nodes"] = module
         spec.loader.exec_module(module)
         print(sorted(module.NODE_DISPLAY_NAME_MAPPINGS.values()))
-        print("kornia" in sys.modules, "scg_core.model" in sys.modules)
+        print("kornia" in sys.modules, "scg_core.model.modular_ae" in sys.modules)
     """)
     assert result.returncode == 0, result.stderr
     names, heavy = result.stdout.strip().splitlines()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from scg_core.pairs import pair_margin, sample_patch_pairs
+from scg_core.model.pairs import pair_margin, sample_patch_pairs
 
 
 def test_identity_transform_returns_the_same_patch():

@@ -24,6 +24,7 @@ import pytest
 import tomllib
 from PIL import Image
 
+from devtools.cache import cache_root
 from nodes.deps import REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def comfy_cli() -> Path:
     found = os.environ.get("SCG_COMFY_CLI") or shutil.which("comfy")
     if found:
         return Path(found)
-    cache = Path(os.environ.get("SCG_TEST_CACHE", Path.home() / ".cache" / "scg-nodes-tests"))
+    cache = cache_root()
     venv = cache / COMFY_CLI.replace("==", "-")
     comfy = venv / "bin" / "comfy"
     if not (venv / ".done").is_file():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from scg_core.images import fit_to_size
-from scg_core.selection import parse_gains, parse_groups
+from scg_core.formats.images import fit_to_size
+from scg_core.hosts.selection import parse_gains, parse_groups
 
 
 def test_groups_parse_and_reject_empty_names():

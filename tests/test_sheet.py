@@ -4,8 +4,8 @@ import torch
 from PIL import Image, ImageFont
 
 from scg_core import Group, ModularAE, ModularAEConfig
-from scg_core.images import tensor_to_pil
-from scg_core.sheet import (
+from scg_core.formats.images import tensor_to_pil
+from scg_core.tools.sheet import (
     BACKGROUND,
     LABEL_HEIGHT,
     LEGEND,

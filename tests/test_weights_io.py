@@ -12,8 +12,8 @@ from scg_core import (
     load,
     read_metadata,
     save,
-    weights_io,
 )
+from scg_core.formats import weights as weights_io
 
 
 def test_round_trip_keeps_weights_config_groups_and_provenance(released_ae, tmp_path):
@@ -142,7 +142,7 @@ def test_bad_metadata(released_ae, tmp_path):
 
 def test_missing_default_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(weights_io, "DEFAULT_WEIGHTS", tmp_path / "default.safetensors")
-    with pytest.raises(NoDefaultWeightsError, match="no default Modular AE is installed yet"):
+    with pytest.raises(NoDefaultWeightsError, match="bundled default Modular AE is missing"):
         scg_core.load_default()
 
 

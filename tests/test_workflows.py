@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.workflow_format import to_api, validate, widget_slots
+from devtools.workflow_format import to_api, validate, widget_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -137,7 +137,7 @@ def test_thumbnail_shows_the_hint_the_workflow_computes(path):
 
     from nodes import models
     from nodes.hint_nodes import compute_hint
-    from scg_core.images import fit_to_size, pil_to_tensor
+    from scg_core.formats.images import fit_to_size, pil_to_tensor
 
     build = load_build_script()
     wf = json.loads(path.read_text())

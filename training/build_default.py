@@ -5,7 +5,7 @@
 1. gathers the photographs that scikit-image and scikit-learn ship (``training.gather_photos``);
 2. for each seed trains the released configuration with the constraint (preset ``default_ae``)
    and the same run with ``--ablate equ,sym`` (reconstruction only);
-3. characterises every model on the held-out photo (``scg_core.characterize``) and checks the
+3. characterises every model on the held-out photo (``scg_core.tools.characterize``) and checks the
    acceptance criteria of the specialisation study;
 4. writes ``docs/specialisation/`` (reports, pictures, ``study.json``, ``README.md``) and installs
    the first seed's constrained model, with its groups, as ``scg_core/weights/default.safetensors``.
@@ -23,9 +23,9 @@ import shutil
 from pathlib import Path
 
 from scg_core import DEFAULT_WEIGHTS, load, save
-from scg_core.characterize import characterize, write_report
-from scg_core.groups import Group, validate_groups
-from scg_core.images import load_image
+from scg_core.formats.images import load_image
+from scg_core.model.groups import Group, validate_groups
+from scg_core.tools.characterize import characterize, write_report
 
 from . import gather_photos, train_modular_ae
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from scg_core.images import pil_to_tensor
+from scg_core.formats.images import pil_to_tensor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 log = logging.getLogger(__name__)

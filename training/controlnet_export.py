@@ -1,6 +1,6 @@
 """Export a trained ControlNet: one safetensors file in the lllyasviel/ComfyUI layout (what ComfyUI's
 core ``ControlNetLoader`` and sd-webui-controlnet load) and a diffusers folder, both carrying the
-SCG metadata (``scg_core.controlnet_meta``: groups, autoencoder fingerprint, hint contract, base).
+SCG metadata (``scg_core.controlnet.metadata``: groups, autoencoder fingerprint, hint contract, base).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from scg_core.controlnet_layout import diffusers_to_ldm, save_controlnet
+from scg_core.controlnet.layout import diffusers_to_ldm, save_controlnet
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

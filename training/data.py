@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from scg_core.images import load_image
-from scg_core.pairs import pair_margin, sample_patch_pairs
+from scg_core.formats.images import load_image
+from scg_core.model.pairs import pair_margin, sample_patch_pairs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 log = logging.getLogger(__name__)

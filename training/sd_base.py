@@ -94,7 +94,7 @@ def make_controlnet(unet, init: str | Path | None = None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from scg_core.controlnet_layout import ldm_to_diffusers
+    from scg_core.controlnet.layout import ldm_to_diffusers
 
     try:
         state = ldm_to_diffusers(load_file(str(init)))

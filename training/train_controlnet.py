@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 import scg_core
-from scg_core.controlnet_meta import controlnet_metadata
-from scg_core.selection import parse_gains, parse_groups
+from scg_core.controlnet.metadata import controlnet_metadata
+from scg_core.hosts.selection import parse_gains, parse_groups
 
 from .caption_data import CaptionedImages, TrainingSamples, describe
 from .controlnet_export import DTYPES, export_controlnet
@@ -351,7 +351,7 @@ class Validation:
     source | hint | generated, saved to ``OUTPUT_DIR/validation/step-N.png`` and logged."""
 
     def __init__(self, args, parts, hints: HintMaker, device, frozen_dtype) -> None:
-        from scg_core.images import fit_to_size, load_image
+        from scg_core.formats.images import fit_to_size, load_image
 
         self.args, self.parts, self.hints, self.device, self.dtype = args, parts, hints, device, frozen_dtype
         R = args.resolution
@@ -368,7 +368,7 @@ class Validation:
     def run(self, controlnet, step: int, accelerator) -> Path:
         from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
 
-        from scg_core.images import tensor_to_pil
+        from scg_core.formats.images import tensor_to_pil
 
         p = self.parts
         parked = p.vae.device != self.device  # offloaded by --cache-latents

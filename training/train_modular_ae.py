@@ -15,7 +15,7 @@ Resume after an interruption (Ctrl-C saves a checkpoint first; a kill loses at m
     python -m training.train_modular_ae --data photos/ --output ae.safetensors --resume latest
 
 Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Reconstruction on random crops;
-equivariance on patch pairs compared at their centres (see ``scg_core.pairs``).
+equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ import torch
 from torch import nn
 
 import scg_core
-from scg_core import functional as Fn
-from scg_core.losses import EquivarianceCodebook, equivariance_loss, reconstruction_loss, symmetry_loss
+from scg_core.model import functional as Fn
+from scg_core.model.losses import (
+    EquivarianceCodebook,
+    equivariance_loss,
+    reconstruction_loss,
+    symmetry_loss,
+)
 
 from .data import ImageFolder, PairBatches, min_image_size
 

@@ -4,7 +4,7 @@ link and widget agrees with the node definitions, with their template-browser th
 
     python workflows/build.py
 
-Core node definitions come from ``tests/data/comfyui_core_object_info.json`` (a snapshot of a real
+Core node definitions come from ``devtools/data/comfyui_core_object_info.json`` (a snapshot of a real
 ComfyUI's ``/object_info``); ours from the node classes. Node positions leave room for the title bar
 ComfyUI draws above each node (``TITLE_HEIGHT``) and a gap, so no two nodes overlap.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nodes import NODE_CLASS_MAPPINGS
-from nodes.workflow_format import (
+from devtools.workflow_format import (
     definition_of,
     inputs_of,
     is_widget,
     validate,
     widget_slots,
 )
+from nodes import NODE_CLASS_MAPPINGS
 
 TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
 THUMBNAIL_SIZE = 448  # the template browser shows a square card (object-cover), 256 px wide
@@ -35,7 +35,7 @@ ICON_SIZE = 256  # the registry asks for a square icon of at most 400 × 400
 
 
 def all_definitions() -> dict:
-    defs = json.loads((ROOT / "tests" / "data" / "comfyui_core_object_info.json").read_text())
+    defs = json.loads((ROOT / "devtools" / "data" / "comfyui_core_object_info.json").read_text())
     defs.update({name: definition_of(cls) for name, cls in NODE_CLASS_MAPPINGS.items()})
     return defs
 
@@ -204,7 +204,7 @@ def _nodes(wf: dict, kind: str) -> list[dict]:
 
 
 def _groups(text: str) -> list[str] | None:
-    from scg_core.selection import parse_groups
+    from scg_core.hosts.selection import parse_groups
 
     return parse_groups(text)
 
@@ -233,7 +233,7 @@ def thumbnail(wf: dict, images: Path, model=None):
     from PIL import Image
 
     from scg_core import load_default
-    from scg_core.images import fit_to_size, pil_to_tensor, tensor_to_pil
+    from scg_core.formats.images import fit_to_size, pil_to_tensor, tensor_to_pil
 
     model = model or load_default()
     source = images / _nodes(wf, "LoadImage")[0]["widgets_values"][0]

@@ -300,7 +300,7 @@ def _preprocessor_call(run: Callable):
 
 def scg_first(names: list[str], path_of: Callable[[str], object]) -> ModelChoices:
     """The host's ControlNet names with SCG ControlNets (SCG metadata in the file) first."""
-    from scg_core.controlnet_meta import read_controlnet_info
+    from scg_core.controlnet.metadata import read_controlnet_info
 
     def is_scg(name: str) -> bool:
         try:

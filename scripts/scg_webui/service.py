@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 import scg_core
-from scg_core.groups import find_groups
-from scg_core.images import pil_to_tensor, tensor_to_pil
-from scg_core.selection import parse_gains, parse_groups
-from scg_core.sheet import decomposition_sheet
+from scg_core.formats.images import pil_to_tensor, tensor_to_pil
+from scg_core.hosts.selection import parse_gains, parse_groups
+from scg_core.model.groups import find_groups
+from scg_core.tools.sheet import decomposition_sheet
 
 DEFAULT_NAME = "default (bundled)"
 ALL_GROUPS = "all"

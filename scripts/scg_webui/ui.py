@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scg_core.images import fit_to_size
+from scg_core.formats.images import fit_to_size
 
 from .hosts import ControlNetHost, GenerationRequest, ModelChoices, UnitRequest
 from .service import HintService, Settings, to_image_tensor, to_uint8

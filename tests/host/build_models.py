@@ -18,17 +18,16 @@ Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-VERSION = "v3"  # bump when what is built changes
+from devtools.cache import MODELS_VERSION, models_cache
+
 COMFY_SD1_TOKENIZER = ("comfy", "sd1_tokenizer")
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("SCG_TEST_CACHE", Path.home() / ".cache" / "scg-nodes-tests"))
-    return base / f"models-{VERSION}"
+    return models_cache()
 
 
 def build(comfyui_dir: Path) -> Path:
@@ -77,7 +76,7 @@ def build(comfyui_dir: Path) -> Path:
     sd21 = ControlNetModel(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
     save_file({k: v.to(torch.float16).contiguous() for k, v in sd21.state_dict().items()},
               str(tmp / "controlnet_sd21.safetensors"), metadata={"format": "pt"})
-    (tmp / "done").write_text(VERSION)
+    (tmp / "done").write_text(MODELS_VERSION)
     tmp.rename(out)
     return out
 
@@ -87,7 +86,7 @@ def scg_controlnet(models: Path) -> Path:
     (``training.controlnet_export``: lllyasviel layout, fp16, SCG metadata) — built in ~20 s when the
     default changed."""
     import scg_core
-    from scg_core.controlnet_meta import controlnet_metadata, fingerprint
+    from scg_core.controlnet.metadata import controlnet_metadata, fingerprint
 
     default = scg_core.load_default()
     path = models / f"scg_controlnet_sd15_ldm-{fingerprint(default)}.safetensors"
@@ -124,7 +123,7 @@ def official_scg_controlnet(models: Path) -> dict[str, Path]:
     official autoencoder tensors). About a minute and 9 GB of disk while it builds; ~2.3 GB kept.
     """
     import scg_core
-    from scg_core.controlnet_meta import fingerprint
+    from scg_core.controlnet.metadata import fingerprint
 
     out = models / f"official-{fingerprint(scg_core.load_default())}"
     files = {"converted": out / "scg_official_hc0.safetensors", "ae": out / "scg_official_hc0_modular_ae.safetensors",
@@ -136,9 +135,14 @@ def official_scg_controlnet(models: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from scg_core.convert import main as convert
+    from scg_core.formats.official_ae import main as convert
 
-    from ..official_checkpoints import SD15, official_ae_state_of, official_control_weights, official_controlnet_checkpoint
+    from ..official_checkpoints import (
+        SD15,
+        official_ae_state_of,
+        official_control_weights,
+        official_controlnet_checkpoint,
+    )
 
     for stale in models.glob("official-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -171,7 +175,7 @@ def sd15_single_file(models: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from ..official_checkpoints import SD15, clip_state, unet_shapes, vae_shapes, _fill
+    from ..official_checkpoints import SD15, _fill, clip_state, unet_shapes, vae_shapes
 
     g = torch.Generator().manual_seed(0)
     state = {name: _fill(shape, g, name).half() for shapes in (unet_shapes(SD15), vae_shapes(SD15)) for name, shape in shapes.items()}

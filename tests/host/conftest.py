@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real ComfyUI server (see comfy_server.py).
+"""Fixtures for tests against a real ComfyUI server (see devtools/comfy_server.py).
 
 These need the host packages (``pip install -e ".[host]"`` after ``torch==2.14.1 torchvision==0.29.1``).
 Without them the host tests are skipped with the reason — except when ``SCG_REQUIRE_HOSTS=1``
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.comfy_server import REPO, ComfyServer, comfyui_source
+
 from .build_models import build, cache_dir, scg_controlnet
-from .comfy_server import REPO, ComfyServer, comfyui_source
 
 HOST_PACKAGES = ["torchvision", "torchsde", "aiohttp", "yaml", "scipy", "psutil", "transformers", "diffusers"]
 

@@ -11,12 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from devtools.comfy_server import REPO, error_message
+from devtools.workflow_format import definition_of, to_api, validate
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from nodes.workflow_format import definition_of, to_api, validate
 from scg_core import load_default
-from scg_core.images import pil_to_tensor
-
-from .comfy_server import REPO, error_message
+from scg_core.formats.images import pil_to_tensor
 
 WORKFLOWS = REPO / "workflows"
 

@@ -17,10 +17,9 @@ import time
 import pytest
 from PIL import Image
 
-from nodes.workflow_format import to_api, validate
-from tests.browser import headless_chromium, missing
-
-from .comfy_server import REPO
+from devtools.browser import headless_chromium, missing
+from devtools.comfy_server import REPO
+from devtools.workflow_format import to_api, validate
 
 WORKFLOWS = REPO / "workflows"
 

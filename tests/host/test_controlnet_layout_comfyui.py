@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from .comfy_server import REPO
+from devtools.comfy_server import REPO
 
 SCRIPT = r"""
 import json, logging, sys
@@ -20,7 +20,7 @@ comfy_dir, repo, out = sys.argv[1:4]
 sys.path[:0] = [comfy_dir, repo]
 import torch
 from diffusers import ControlNetModel
-from scg_core.controlnet_layout import diffusers_to_ldm
+from scg_core.controlnet.layout import diffusers_to_ldm
 
 torch.manual_seed(0)
 state = ControlNetModel(cross_attention_dim=768, attention_head_dim=8).half().state_dict()  # SD1.5 shapes

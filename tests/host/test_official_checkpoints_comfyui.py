@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 
-from .comfy_server import REPO
+from devtools.comfy_server import REPO
 
 SCRIPT = r"""
 import json, sys
@@ -56,7 +56,14 @@ json.dump(result, open(out, "w"))
 
 
 def test_the_official_form_names_and_shapes_are_those_of_comfyuis_ldm_modules(comfyui_src, tmp_path):
-    from tests.official_checkpoints import SD15, clip_state, controlnet_shapes, plain_controlnet_name, unet_shapes, vae_shapes
+    from tests.official_checkpoints import (
+        SD15,
+        clip_state,
+        controlnet_shapes,
+        plain_controlnet_name,
+        unet_shapes,
+        vae_shapes,
+    )
 
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(comfyui_src), str(REPO), str(out)],

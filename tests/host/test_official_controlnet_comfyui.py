@@ -18,8 +18,9 @@ import sys
 
 import torch
 
+from devtools.comfy_server import REPO
+
 from .build_models import OFFICIAL_GROUP, official_scg_controlnet
-from .comfy_server import REPO
 
 SCRIPT = r"""
 import importlib.util, json, os, sys
@@ -91,7 +92,7 @@ json.dump(result, open(os.path.join(work, "result.json"), "w"))
 def test_a_converted_official_controlnet_in_comfyui_computes_the_official_residuals(comfyui_src, sd15_models, tmp_path):
     from safetensors.torch import load_file
 
-    from scg_core.images import fit_to_size, load_image
+    from scg_core.formats.images import fit_to_size, load_image
 
     from ..official_checkpoints import official_hypercolumn_hint, released_factors
 

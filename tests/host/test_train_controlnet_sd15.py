@@ -12,9 +12,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from scg_core.controlnet_meta import read_controlnet_info
+from devtools.comfy_server import error_message
+from scg_core.controlnet.metadata import read_controlnet_info
 
-from .comfy_server import error_message
 from .test_comfyui import generation_prompt, outputs_of
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import scg_core
-from scg_core.images import fit_to_size, load_image
+from devtools.comfy_server import REPO
+from scg_core.formats.images import fit_to_size, load_image
 
-from .comfy_server import REPO
 from .webui_server import PLAIN_CONTROLNET, SCG_CONTROLNET, from_b64, to_b64_png
 
 PHOTO = REPO / "photos" / "chelsea.jpg"  # 451×300

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import browser
+from devtools.comfy_server import REPO
+from devtools import browser
 
-from .comfy_server import REPO
 from .webui_server import SCG_CONTROLNET
 
 PHOTO = REPO / "photos" / "chelsea.jpg"

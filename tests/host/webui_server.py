@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from devtools.comfy_server import REPO, free_port
+
 from ..repository import copy_repository
-from .comfy_server import REPO, free_port
 
 HOSTS = {"a1111": "setup_a1111.sh", "forge": "setup_forge.sh"}
 SCG_CONTROLNET = "brightness_cn"  # an SCG ControlNet whose name does not say so

@@ -15,8 +15,8 @@ from PIL import Image
 pytest.importorskip("diffusers", reason="train_controlnet needs diffusers (pip install -e '.[train]')")
 
 import scg_core  # noqa: E402
-from scg_core.controlnet_layout import ldm_to_diffusers  # noqa: E402
-from scg_core.controlnet_meta import fingerprint, read_controlnet_info  # noqa: E402
+from scg_core.controlnet.layout import ldm_to_diffusers  # noqa: E402
+from scg_core.controlnet.metadata import fingerprint, read_controlnet_info  # noqa: E402
 from training import train_controlnet  # noqa: E402
 from training.train_controlnet import main, parse_args  # noqa: E402
 

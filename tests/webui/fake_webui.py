@@ -290,7 +290,7 @@ def controlnet_files(folder, names: dict[str, bool]) -> dict:
     from safetensors.torch import save_file
 
     import scg_core
-    from scg_core.controlnet_meta import controlnet_metadata
+    from scg_core.controlnet.metadata import controlnet_metadata
 
     folder.mkdir(parents=True, exist_ok=True)
     out = {}

@@ -83,7 +83,7 @@ def check(out: Path) -> None:
     preview, _ = handler(tab, ids["scg_source"], "change")
     hint, sheet, info = preview(image, ["brightness"], "")
     report["preview_equals_scg_core"] = bool(np.array_equal(hint, callbacks.service.hint(Settings(), image, ["brightness"])))
-    want = scg_core.images.tensor_to_pil(model.hint(scg_core.images.pil_to_tensor(
+    want = scg_core.formats.images.tensor_to_pil(model.hint(scg_core.formats.images.pil_to_tensor(
         __import__("PIL.Image").Image.fromarray(image)), groups=["brightness"]))
     report["preview_equals_model_hint"] = bool(np.array_equal(hint, np.asarray(want)))
     report["sheet_shape"] = list(sheet.shape)

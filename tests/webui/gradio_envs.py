@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[2]
 PINS = {
     # A1111 1.10's requirements_versions.txt: gradio 3.41.2, fastapi 0.94.0, httpx 0.24.1; the rest
@@ -24,10 +26,6 @@ PINS = {
     # pydantic 2.8 (newer ones write JSON schemas gradio_client 1.2 cannot read: launch fails)
     "4.40.0": ["gradio==4.40.0", "huggingface-hub==0.24.7", "pydantic==2.8.2", "fastapi==0.112.2"],
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SCG_TEST_CACHE", Path.home() / ".cache" / "scg-nodes-tests"))
 
 
 def gradio_dir(version: str) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests import browser
+from devtools import browser
 
 from .gradio_envs import REPO, child_env
 

@@ -237,7 +237,7 @@ def test_tab_and_preprocessor_start_on_the_same_group_brightness(monkeypatch, re
 
 
 def test_default_group_follows_the_autoencoders_groups():
-    from scg_core.groups import OFFICIAL_GROUPS, Group
+    from scg_core.model.groups import OFFICIAL_GROUPS, Group
 
     assert default_group_number(OFFICIAL_GROUPS) == 2  # HC1, labelled brightness
     assert default_group_number([Group("A", (0,), "edges"), Group("B", (1,), "colour")]) == 1  # none: the first

@@ -1,4 +1,4 @@
-"""``ModularAE``: the SCG modular autoencoder as a small ``nn.Module`` over :mod:`scg_core.functional`."""
+"""``ModularAE``: the SCG modular autoencoder as a small ``nn.Module`` over :mod:`scg_core.model.functional`."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class ModularAE(nn.Module):
         modules: Iterable[int] | None = None,
         gains: Mapping[str, float] | None = None,
     ) -> list[float]:
-        """One gain per module for a selection; see :func:`scg_core.groups.module_gains`."""
+        """One gain per module for a selection; see :func:`scg_core.model.groups.module_gains`."""
         return module_gains(self.config.num_modules, self.groups, keep=groups, modules=modules, gains=gains)
 
     # ----------------------------------------------------------------- the linear maps

@@ -16,7 +16,7 @@ Keys (all strings, as safetensors requires):
   ``scg_groups`` drawn per sample, so any one of them is a valid hint); absent means fixed
 * ``scg_base_model``: what it was trained against, e.g. ``"sd15"`` (informative)
 * ``scg_official_hint``: only in converted official ControlNets — JSON ``{"pad_value": [...],
-  "stride", "padding", "receptive_field"}`` (:class:`scg_core.hint_border.OfficialHint`): the official
+  "stride", "padding", "receptive_field"}`` (:class:`scg_core.controlnet.official_hint.OfficialHint`): the official
   hint block saw the autoencoder's raw hint at the decoder's size (509 of 512) and zero-padded it in
   normalised units (``pad_value``, the mean colour, in image units). A host that holds the model
   feeds its first hint convolution that way and is exact; others pad the full-size hint with black,
@@ -34,9 +34,10 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from .groups import Group
-from .hint_border import OfficialHint
-from .model import ModularAE
+from ..model.functional import HINT_CONTRACT_VERSION
+from ..model.groups import Group
+from ..model.modular_ae import ModularAE
+from .official_hint import OfficialHint
 
 FORMAT = "scg.controlnet"
 FORMAT_VERSION = 1
@@ -84,8 +85,6 @@ def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: M
                         random_groups: bool = False, base_model: str = "sd15") -> dict[str, str]:
     """The metadata to store in a ControlNet trained on ``model.hint(x, groups, gains=gains)``
     (``random_groups``: on one of ``groups`` drawn per sample)."""
-    from . import HINT_CONTRACT_VERSION
-
     return {
         "scg_format": FORMAT,
         "scg_format_version": str(FORMAT_VERSION),

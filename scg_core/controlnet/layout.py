@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .weights_io import WeightsError, save_file_atomic
+from ..formats.weights import WeightsError, save_file_atomic
 
 LDM_PREFIX = "control_model."
 

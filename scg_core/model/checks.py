@@ -22,7 +22,7 @@ def check_image(x: Tensor, channels: int, min_size: int = 1, name: str = "image"
         if x.shape[-1] == channels:
             hint = " — it looks channels-last [B,H,W,C] (a ComfyUI IMAGE?): use x.movedim(-1, 1)"
         elif x.shape[1] in (1, 2, 4):
-            hint = " — convert grayscale/RGBA to RGB first (scg_core.images.to_rgb)"
+            hint = " — convert grayscale/RGBA to RGB first (scg_core.formats.images.to_rgb)"
         raise ValueError(f"{name} must have {channels} channels at dim 1; got shape {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a float tensor in [0,1]; got {x.dtype} (for uint8 use x.float() / 255)")

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from .checks import check_image
-from .images import tensor_to_pil
-from .model import ModularAE
+from ..formats.images import tensor_to_pil
+from ..model.checks import check_image
+from ..model.modular_ae import ModularAE
 
 LABEL_HEIGHT = 18
 LEGEND_LINE = 14

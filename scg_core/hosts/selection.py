@@ -3,7 +3,7 @@
 A selection is a comma-separated list of group names or labels (``"brightness, HC2"``, or ``all``);
 gains are ``name=factor`` pairs (``"colour=0.5, edges=2"``) with ``0 < factor ≤ MAX_GAIN``. Names are
 resolved later against the loaded autoencoder, which owns the group definitions (see
-:func:`scg_core.groups.find_groups`). Every host (CLI, ComfyUI, A1111, the ControlNet trainer) parses
+:func:`scg_core.model.groups.find_groups`). Every host (CLI, ComfyUI, A1111, the ControlNet trainer) parses
 with these two functions, so they all accept the same text.
 """
 

@@ -9,12 +9,12 @@ lgn_ende.conv.*`` is the frozen modular autoencoder (the official ``ControlNet``
 ControlNet. The SD weights, diffusion buffers, optimizer state and callbacks are dropped (with
 ``mmap`` they are never even read).
 
-Written: the ControlNet in the standard ldm layout (:mod:`scg_core.controlnet_layout`), hint block
+Written: the ControlNet in the standard ldm layout (:mod:`scg_core.controlnet.layout`), hint block
 renumbered to ``input_hint_block.{0..}`` and the autoencoder's input normalisation folded into its
 first conv, so it takes the project's hint in [0,1] (``ModularAE.hint``) where the official one took
 the raw hint — with SCG metadata, including ``scg_official_hint`` (how the official block saw its
 hint: the decoder's size, 509 of 512, and a zero border in normalised units; ComfyUI's SCG ControlNet
-Apply feeds it that way and is exact, :mod:`scg_core.hint_border`); and the autoencoder in scg_core's
+Apply feeds it that way and is exact, :mod:`scg_core.controlnet.official_hint`); and the autoencoder in scg_core's
 format. Assumed as in the official defaults, since the weights cannot show them: hint-block strides
 2, 2, 2. The official block resized every hint to a 512-pixel shorter side, so the official model ran
 at that size only; hosts pass the hint at the generation size, so the converted one runs at any size
@@ -33,18 +33,23 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .controlnet_layout import (
+from ..formats.official_ae import (
+    OFFICIAL_AE_KEYS,
+    OFFICIAL_EYE,
+    load_official_pickle,
+    official_ae_from_state,
+)
+from ..formats.weights import WeightsError, save
+from ..model.groups import OFFICIAL_GROUPS, Group
+from ..model.modular_ae import ModularAE
+from .layout import (
     LDM_PREFIX,
     fold_hint_normalization,
     ldm_to_diffusers,
     save_controlnet,
 )
-from .controlnet_meta import controlnet_metadata
-from .convert import OFFICIAL_AE_KEYS, OFFICIAL_EYE, load_official_pickle, official_ae_from_state
-from .groups import OFFICIAL_GROUPS, Group
-from .hint_border import OfficialHint
-from .model import ModularAE
-from .weights_io import WeightsError, save
+from .metadata import controlnet_metadata
+from .official_hint import OfficialHint
 
 HINT_NEW = LDM_PREFIX + "input_hint_block_new."
 AE_COPY = LDM_PREFIX + "hypercolumn."

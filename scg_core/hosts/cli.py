@@ -21,11 +21,11 @@ from typing import IO
 
 import torch
 
-from .images import check_output_path, load_image, save_image
-from .model import ModularAE
+from ..formats.images import check_output_path, load_image, save_image
+from ..formats.weights import load, load_default
+from ..model.modular_ae import ModularAE
+from ..tools.sheet import MAX_TILE, MIN_TILE, Progress, decomposition_sheet
 from .selection import MAX_GAIN, parse_gains, parse_groups
-from .sheet import MAX_TILE, MIN_TILE, Progress, decomposition_sheet
-from .weights_io import load, load_default
 
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 OUTPUT_HELP = ("output image: .png, .jpg, .jpeg, .webp, .bmp, .tif or .tiff (png is lossless); "

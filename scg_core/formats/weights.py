@@ -13,13 +13,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ModularAEConfig
-from .groups import Group, validate_groups
-from .model import ModularAE
+from ..model.config import ModularAEConfig
+from ..model.groups import Group, validate_groups
+from ..model.modular_ae import ModularAE
 
 FORMAT = "scg.modular_ae"
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "default.safetensors"
 
 
 class WeightsError(ValueError):
@@ -124,10 +124,10 @@ def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None =
     ``NoDefaultWeightsError`` explains what to do if absent."""
     if not DEFAULT_WEIGHTS.is_file():
         raise NoDefaultWeightsError(
-            f"no default Modular AE is installed yet ({DEFAULT_WEIGHTS} is missing). "
-            "Pass a weight file with --weights (for example official weights converted with "
-            "`python -m scg_core.convert official-ae IN.pth OUT.safetensors`). The bundled default "
-            "is trained by `python -m training.train_modular_ae` and ships in a later release."
+            f"the bundled default Modular AE is missing ({DEFAULT_WEIGHTS}): it ships with scg-nodes, so the "
+            "installation is incomplete — reinstall the package (or restore the file from the repository), "
+            "rebuild it with `python -m training.build_default`, or pass a weight file with --weights "
+            "(official weights: `python -m scg_core.convert official-ae IN.pth OUT.safetensors`)."
         )
     return load(DEFAULT_WEIGHTS, device=device, dtype=dtype, trainable=trainable)
 

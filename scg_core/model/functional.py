@@ -25,6 +25,10 @@ from torch import Tensor
 
 from .config import ModularAEConfig
 
+HINT_CONTRACT_VERSION = 1
+"""What a hint is (docs/scg_notes.md §5): ``clamp(raw·std + mean, 0, 1)``, a plain RGB image in [0,1].
+ControlNets record the version they were trained on; a change to the hint's maths bumps it."""
+
 Weights = Mapping[str, Tensor]
 
 

@@ -4,7 +4,7 @@ The official ControlNet computes its hint inside the hint block (``HyperColumnLG
 autoencoder's decoder returns ``(ceil(n/S) − 1)·S − 2P + R`` pixels for an ``n``-pixel side (509 for
 512: no output padding) and the first hint convolution zero-pads that *normalised* raw hint. A
 converted official ControlNet takes the project's hint image in [0,1] at the full size instead (the
-normalisation folded into its first convolution, :func:`scg_core.controlnet_layout.fold_hint_normalization`).
+normalisation folded into its first convolution, :func:`scg_core.controlnet.layout.fold_hint_normalization`).
 Hosts pad that image with 0 — black, not the official border (the mean colour) — and show the
 ControlNet 3 more rows and columns than the official one saw; through GroupNorm and attention both
 change every residual. :class:`OfficialHintConv` crops the hint to the official size and pads it with
