@@ -29,9 +29,12 @@ def imports_of(path: Path) -> tuple[set[str], set[str]]:
                 base = package.split(".")
                 base = base[:len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
-                targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+                # `from ..formats import weights` imports the module scg_core.formats.weights
+                targets = [f"{target}.{a.name}" for a in node.names] + ([target] if node.module else [])
+            elif node.module.split(".")[0] == "scg_core":
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             else:
-                targets = [node.module] if node.module.split(".")[0] == "scg_core" else []
+                targets = []
                 if not targets:
                     outer.add(node.module.split(".")[0])
             inner.update(targets)
@@ -98,3 +101,31 @@ def test_public_api_is_unchanged():
                  "NoDefaultWeightsError", "OFFICIAL_GROUPS", "WeightsError", "load", "load_default",
                  "read_metadata", "save"]:
         assert hasattr(scg_core, name), name
+
+
+REPO = ROOT.parent
+
+
+def top_level_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("folder", ["devtools", "docs", "benchmarks", "workflows", "training", "nodes", "scripts"])
+def test_tooling_never_imports_the_tests(folder):
+    # tests may import tooling, never the other way round (benchmarks and docs used to import tests/)
+    offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / folder).rglob("*.py"))
+                 if "tests" in top_level_imports(p)]
+    assert not offenders, f"import from tests/: {offenders}"
+
+
+@pytest.mark.parametrize("folder", ["nodes", "scripts", "scg_core", "training"])
+def test_what_runs_for_users_never_imports_build_tools(folder):
+    offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / folder).rglob("*.py"))
+                 if top_level_imports(p) & {"devtools", "tests", "workflows", "benchmarks"}]
+    assert not offenders, f"run-time code imports build or test tools: {offenders}"
