@@ -42,3 +42,21 @@ def test_errors():
     with pytest.raises(ValueError, match="delta must be"):
         sample_patch_pairs([torch.rand(3, 60, 60)], 2, torch.Generator(), delta=torch.tensor([[5.0, 0, 0], [0, 0, 0]]))
     assert pair_margin(21, 2.0) == math.ceil(10 * math.sqrt(2) + 2) + 1 == 18
+
+
+def test_warp_equals_kornias_warp_affine():
+    # the reference the pairs were drawn with before the grid was written by hand
+    from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+
+    from scg_core.model.pairs import warp_grid
+
+    g = torch.Generator().manual_seed(4)
+    R, n = pair_margin(21, 2.0), 32
+    windows = torch.rand(n, 3, 2 * R + 1, 2 * R + 1, generator=g)
+    delta = torch.stack([4 * torch.rand(n, generator=g) - 2, 4 * torch.rand(n, generator=g) - 2,
+                         2 * math.pi * torch.rand(n, generator=g)], dim=1)
+    matrix = get_rotation_matrix2d(torch.full((n, 2), float(R)), torch.rad2deg(delta[:, 2]), torch.ones(n, 2))
+    matrix[:, :, 2] += delta[:, :2]
+    reference = warp_affine(windows, matrix, (2 * R + 1, 2 * R + 1), align_corners=True)[..., R - 10:R + 11, R - 10:R + 11]
+    ours = torch.nn.functional.grid_sample(windows, warp_grid(delta, 21, R), align_corners=True)
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0)

@@ -1,5 +1,5 @@
 """The maths of the modular autoencoder: config, functional core, ``ModularAE``, groups, losses and
-patch pairs. Pure PyTorch (and kornia for the pairs' warps); no files, no hosts."""
+patch pairs. Pure PyTorch; no files, no hosts."""
 
 from .config import ModularAEConfig
 from .groups import OFFICIAL_GROUPS, Group

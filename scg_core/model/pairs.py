@@ -12,7 +12,7 @@ import math
 from typing import Sequence
 
 import torch
-from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -20,6 +20,30 @@ def pair_margin(patch: int, max_shift: float) -> int:
     """Half-size of the window a rotated and shifted ``patch`` needs around its centre: the
     patch's half-diagonal plus the shift, plus one pixel for the bilinear interpolation."""
     return math.ceil((patch - 1) / 2 * math.sqrt(2) + max_shift) + 1
+
+
+def warp_grid(delta: Tensor, patch: int, radius: int) -> Tensor:
+    """Where ``I' = L_δ(I)`` samples ``I``, for :func:`torch.nn.functional.grid_sample`.
+
+    Args:
+        delta: ``[N,3]`` = ``(tx, ty, θ)``: rotate by θ radians about the window's centre
+            (counter-clockwise as displayed), then shift by ``(tx, ty)`` pixels.
+        patch: side of the patch to sample (odd), centred in the window.
+        radius: ``R``; the windows are ``[N,C,2R+1,2R+1]`` with the pair's point at ``(R, R)``.
+
+    Returns:
+        ``[N,patch,patch,2]`` (x, y) in [-1,1] for ``grid_sample(windows, grid, align_corners=True)``.
+        Output pixel ``q`` (from the centre) reads ``I`` at ``Aᵀ(q − t)`` with ``A`` the rotation
+        ``[[cos θ, sin θ], [−sin θ, cos θ]]`` (OpenCV's ``getRotationMatrix2D``, as kornia's
+        ``warp_affine`` applies it).
+    """
+    h = (patch - 1) // 2
+    offsets = torch.arange(-h, h + 1, device=delta.device, dtype=delta.dtype)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")  # (p, p)
+    qx = dx - delta[:, 0, None, None]  # (N, p, p)
+    qy = dy - delta[:, 1, None, None]
+    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
+    return torch.stack([cos * qx - sin * qy, sin * qx + cos * qy], dim=-1) / radius
 
 
 def sample_patch_pairs(
@@ -61,10 +85,7 @@ def sample_patch_pairs(
         delta = torch.stack([(2 * u[:, 2] - 1) * max_shift, (2 * u[:, 3] - 1) * max_shift, u[:, 4] * 2 * math.pi], dim=1)
     elif delta.shape != (count, 3) or delta[:, :2].abs().max() > max_shift:
         raise ValueError(f"delta must be [{count},3] with |tx|, |ty| ≤ {max_shift}; got {tuple(delta.shape)}")
-    centre = torch.full((count, 2), float(R))
-    matrix = get_rotation_matrix2d(centre, torch.rad2deg(delta[:, 2]), torch.ones(count, 2))
-    matrix[:, :, 2] += delta[:, :2]  # then shift by (tx, ty)
-    warped = warp_affine(windows, matrix.to(windows.dtype), (window, window), align_corners=True)
+    delta = delta.to(windows.dtype)
+    warped = F.grid_sample(windows, warp_grid(delta, patch, R), mode="bilinear", padding_mode="zeros", align_corners=True)
     lo = R - (patch - 1) // 2
-    crop = lambda t: t[..., lo : lo + patch, lo : lo + patch]
-    return crop(windows).contiguous(), crop(warped).contiguous(), delta.to(windows.dtype)
+    return windows[..., lo : lo + patch, lo : lo + patch].contiguous(), warped, delta

@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+
+from scg_core.model.pairs import pair_margin
+from training.image_bank import ImageBank, StepSampler
+
+
+def coordinate_image(height: int, width: int) -> torch.Tensor:
+    """uint8 ``[3,H,W]``: channel 0 holds x, channel 1 holds y, channel 2 is 50 — linear, so
+    bilinear sampling reads positions back exactly."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.stack([x, y, torch.full_like(x, 50)]).to(torch.uint8)
+
+
+def test_windows_are_the_images_rectangles_whatever_their_sizes():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in [(40, 70), (90, 33), (64, 64)]]
+    bank = ImageBank(images)
+    which, top, left = torch.tensor([0, 1, 2, 1, 0]), torch.tensor([0, 57, 10, 3, 25]), torch.tensor([48, 0, 31, 11, 0])
+    cut = bank.windows(which, top, left, 15, 22)
+    assert cut.shape == (5, 15, 22, 3) and cut.dtype == torch.uint8
+    for n, (i, y, x) in enumerate(zip(which.tolist(), top.tolist(), left.tolist(), strict=True)):
+        assert torch.equal(cut[n].permute(2, 0, 1), images[i][:, y:y + 15, x:x + 22]), n
+
+
+def test_float_images_are_stored_as_8_bits():
+    image = torch.rand(3, 30, 30)
+    bank = ImageBank([image])
+    cut = bank.windows(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), 30, 30)[0].permute(2, 0, 1)
+    assert torch.equal(cut, (image * 255).round().to(torch.uint8))
+    with pytest.raises(ValueError, match=r"\[3,H,W\]"):
+        ImageBank([torch.rand(30, 30)])
+
+
+def sampler(bank, **kw):
+    options = dict(seed=3, rank=0, crop=32, batch=4, pairs=64, patch=21, max_shift=2.0)
+    return StepSampler(bank, **{**options, **kw})
+
+
+def test_pairs_read_the_image_where_the_transformation_says():
+    bank = ImageBank([coordinate_image(120, 150), coordinate_image(100, 100)])
+    batch = sampler(bank)(7)
+    P, Q, delta = batch["patches"] * 255, batch["transformed"] * 255, batch["delta"]
+    h = 10
+    offsets = torch.arange(-h, h + 1, dtype=torch.float32)
+    cx, cy = P[:, 0, h, h], P[:, 1, h, h]  # the pair's centre, read from the untransformed patch
+    torch.testing.assert_close(P[:, 0], cx[:, None, None] + offsets[None, None, :].expand(-1, 21, 21))
+    torch.testing.assert_close(P[:, 1], cy[:, None, None] + offsets[None, :, None].expand(-1, 21, 21))
+    # I'(q) = I(c + Aᵀ(q − t)), A the rotation of OpenCV's getRotationMatrix2D (see warp_grid)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    qx, qy = dx - delta[:, 0, None, None], dy - delta[:, 1, None, None]
+    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
+    torch.testing.assert_close(Q[:, 0], cx[:, None, None] + cos * qx - sin * qy, atol=2e-3, rtol=0)
+    torch.testing.assert_close(Q[:, 1], cy[:, None, None] + sin * qx + cos * qy, atol=2e-3, rtol=0)
+    assert delta[:, :2].abs().max() <= 2.0 and 0 <= delta[:, 2].min() and delta[:, 2].max() < 2 * math.pi
+    assert delta[:, 2].std() > 1  # rotations cover the circle
+
+
+def test_pair_windows_stay_inside_the_images():
+    R = pair_margin(21, 2.0)
+    bank = ImageBank([coordinate_image(2 * R + 1, 2 * R + 1)])  # the smallest allowed: one possible centre
+    batch = sampler(bank, crop=2 * R + 1)(0)
+    assert torch.all(batch["patches"][:, 0, 10, 10] * 255 == R) and torch.all(batch["patches"][:, 1, 10, 10] * 255 == R)
+    with pytest.raises(ValueError, match="at least 37 pixels"):
+        sampler(ImageBank([coordinate_image(36, 80)]))
+
+
+def test_crops_are_rectangles_of_the_step_images():
+    images = [torch.randint(0, 256, (3, 50 + 7 * i, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i in range(3)]
+    batch = sampler(ImageBank(images), batch=6)(11)
+    crops = (batch["crops"] * 255).round().to(torch.uint8)
+    assert crops.shape == (6, 3, 32, 32)
+    for crop in crops:  # each crop is found in one of the images
+        found = any(torch.equal(img[:, y:y + 32, x:x + 32], crop) for img in images
+                    for y in range(img.shape[1] - 31) for x in range(img.shape[2] - 31))
+        assert found
+
+
+def test_each_step_is_a_pure_function_of_seed_rank_and_step():
+    bank = ImageBank([torch.rand(3, 80, 90), torch.rand(3, 70, 100)])
+    s = sampler(bank, colour_augment=0.5, chroma_gain=2.0)
+    first = s(5)
+    s(6), s(100)  # drawing other steps in between changes nothing
+    again = s(5)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["delta"], s(6)["delta"])
+    assert not torch.equal(first["delta"], sampler(bank, colour_augment=0.5, chroma_gain=2.0, rank=1)(5)["delta"])
+
+
+def test_colour_augment_permutes_channels_and_chroma_gain_keeps_grey():
+    image = torch.stack([torch.full((64, 64), 0.1), torch.full((64, 64), 0.5), torch.full((64, 64), 0.9)])
+    bank = ImageBank([image])
+    plain = sampler(bank)(0)["crops"][:, :, 0, 0]
+    torch.testing.assert_close(plain, torch.tensor([[26, 128, 230]] * 4) / 255)
+    permuted = sampler(bank, colour_augment=1.0, batch=16, images_per_step=16)(0)["crops"][:, :, 0, 0]
+    assert all(sorted(p.tolist()) == sorted(plain[0].tolist()) for p in permuted)
+    assert len({tuple(p.tolist()) for p in permuted}) > 2
+    gained = sampler(bank, chroma_gain=3.0, batch=16, images_per_step=16)(0)["crops"][:, :, 0, 0]
+    torch.testing.assert_close(gained.mean(1), plain[0].mean().expand(16))  # grey unchanged
+    spread = (gained[:, 2] - gained[:, 0]) / (plain[0, 2] - plain[0, 0])  # the colour part scaled by [1, 3]
+    assert spread.min() >= 1 - 1e-5 and spread.max() <= 3 + 1e-5 and spread.max() - spread.min() > 0.5

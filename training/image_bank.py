@@ -1,0 +1,158 @@
+"""Training images held once on the device, and each step's batch drawn there with tensor ops.
+
+:class:`ImageBank` keeps every decoded image as uint8 in one flat, channels-last buffer — on the GPU
+when it fits, else in pinned host memory. :class:`StepSampler` draws a step's reconstruction crops
+and equivariance patch pairs from it: random numbers from a generator seeded by
+``(seed, rank, step)``, windows cut out as rows of the flat buffer, every pair warped by one
+``grid_sample``, colour augmentation as one 3×3 matrix per image. No per-image or per-pair Python,
+no host work beyond seeding the generator, and resuming at step ``n`` draws exactly the batches an
+uninterrupted run draws there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from scg_core.model.pairs import pair_margin, warp_grid
+
+DEVICE_SHARE = 0.5  # keep the images on the GPU while they take at most this share of its free memory
+
+
+class ImageBank:
+    """Images ``[3,H,W]`` (any sizes) stored once as uint8, channels last, in one flat buffer.
+
+    Args:
+        images: ``[3,H,W]`` float tensors in [0,1] (rounded to 8 bits) or uint8 tensors.
+        device: where the training runs. On CUDA the buffer goes to the GPU when it takes at most
+            ``DEVICE_SHARE`` of the free memory, otherwise it stays in pinned host memory and each
+            step copies only the pixels it uses.
+    """
+
+    def __init__(self, images: Sequence[Tensor], device: str | torch.device = "cpu") -> None:
+        if not images:
+            raise ValueError("ImageBank needs at least one image")
+        device = torch.device(device)
+        sizes = torch.tensor([tuple(img.shape[-2:]) for img in images], dtype=torch.long)  # (n, 2)
+        flat = torch.cat([_to_uint8(img).permute(1, 2, 0).reshape(-1) for img in images])
+        on_device = device.type == "cuda" and flat.numel() <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
+        if device.type == "cuda" and not on_device:
+            flat = flat.pin_memory()
+        self.flat = flat.to(device) if on_device or device.type != "cuda" else flat
+        self.device = device  # where batches go; the buffer and its index tensors live on flat.device
+        self.heights, self.widths = sizes[:, 0].to(self.flat.device), sizes[:, 1].to(self.flat.device)
+        lengths = 3 * sizes[:, 0] * sizes[:, 1]
+        self.offsets = (torch.cumsum(lengths, 0) - lengths).to(self.flat.device)
+
+    def __len__(self) -> int:
+        return self.heights.numel()
+
+    @property
+    def nbytes(self) -> int:
+        return self.flat.numel()
+
+    def windows(self, image: Tensor, top: Tensor, left: Tensor, height: int, width: int) -> Tensor:
+        """Rectangles cut from the stored images: ``image``, ``top``, ``left`` ``[M]`` long (on
+        ``flat.device``) → ``[M, height, width, 3]`` uint8 on the training device.
+
+        Each rectangle row is a contiguous run of ``3·width`` bytes of the flat buffer, so a row
+        gather of ``M·height`` starts does it, whatever the images' sizes.
+        """
+        row = 3 * self.widths[image]  # (M,) bytes per image row
+        start = self.offsets[image] + top * row + 3 * left  # (M,)
+        starts = start[:, None] + torch.arange(height, device=start.device) * row[:, None]  # (M, height)
+        rows = self.flat.unfold(0, 3 * width, 1)[starts.reshape(-1)]  # (M·height, 3·width)
+        return rows.view(-1, height, width, 3).to(self.device, non_blocking=True)
+
+
+def _to_uint8(image: Tensor) -> Tensor:
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"ImageBank takes [3,H,W] images; got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return image.cpu()
+    return image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+
+
+class StepSampler:
+    """``sampler(step)`` → one training step's data for this rank, drawn on the bank's device.
+
+    Same options as :class:`training.data.PairBatches` (``images_per_step`` images picked per step,
+    ``batch`` crops of ``crop`` pixels taken from them in turn, ``pairs`` patch pairs of ``patch``
+    pixels with shifts in ``[-max_shift, max_shift)`` and any rotation; ``colour_augment`` a random
+    RGB order for that share of the images; ``chroma_gain`` > 1 scales each image's colour part by a
+    factor in [1, chroma_gain]).
+
+    Returns a dict: ``crops`` ``[B,3,c,c]``, ``patches`` and ``transformed`` ``[N,3,p,p]``, ``delta``
+    ``[N,3]`` = ``(tx, ty, θ)``; float32 in [0,1] (beyond it with ``chroma_gain`` > 1).
+    """
+
+    def __init__(self, bank: ImageBank, *, seed: int, rank: int, crop: int, batch: int, pairs: int, patch: int,
+                 max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
+                 chroma_gain: float = 1.0) -> None:
+        self.bank, self.seed, self.rank = bank, seed, rank
+        self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
+        self.images_per_step, self.colour_augment, self.chroma_gain = images_per_step, float(colour_augment), chroma_gain
+        self.radius = pair_margin(patch, max_shift)
+        smallest = int(torch.minimum(bank.heights, bank.widths).min())
+        if smallest < max(crop, 2 * self.radius + 1):
+            raise ValueError(f"every image needs at least {max(crop, 2 * self.radius + 1)} pixels a side; the smallest has {smallest}")
+
+    def generator(self, step: int) -> torch.Generator:
+        return torch.Generator(self.bank.heights.device).manual_seed(self.seed * 1_000_003 + self.rank * 7_919 + step)
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        g, dev, n = self.generator(step), self.bank.heights.device, self.images_per_step
+        picks = torch.randint(len(self.bank), (n,), generator=g, device=dev)
+        colour = self.colour_matrices(g, n)  # (n, 3, 3)
+
+        slot = torch.arange(self.batch, device=dev) % n
+        u = torch.rand(self.batch, 2, generator=g, device=dev)
+        image = picks[slot]
+        top = (u[:, 0] * (self.bank.heights[image] - self.crop + 1)).long()
+        left = (u[:, 1] * (self.bank.widths[image] - self.crop + 1)).long()
+        crops = self.bank.windows(image, top, left, self.crop, self.crop)  # (B, c, c, 3) uint8
+
+        R, w = self.radius, 2 * self.radius + 1
+        which = torch.randint(n, (self.pairs,), generator=g, device=dev)
+        u = torch.rand(self.pairs, 5, generator=g, device=dev)
+        image = picks[which]
+        top = (u[:, 0] * (self.bank.heights[image] - 2 * R)).long()
+        left = (u[:, 1] * (self.bank.widths[image] - 2 * R)).long()
+        windows = self.bank.windows(image, top, left, w, w).permute(0, 3, 1, 2).float()  # (N, 3, w, w) in 0..255
+        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
+                             u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
+        transformed = torch.nn.functional.grid_sample(windows, warp_grid(delta, self.patch, R), mode="bilinear",
+                                                      padding_mode="zeros", align_corners=True)
+        lo = R - (self.patch - 1) // 2
+        patches = windows[:, :, lo:lo + self.patch, lo:lo + self.patch]
+        to_device = lambda t: t.to(self.bank.device)
+        return {"crops": recolour(crops.permute(0, 3, 1, 2).float(), to_device(colour[slot])),
+                "patches": recolour(patches, to_device(colour[which])),
+                "transformed": recolour(transformed, to_device(colour[which])), "delta": delta}
+
+    def colour_matrices(self, g: torch.Generator, n: int) -> Tensor:
+        """``[n,3,3]``: each image's channel order, then its chroma gain, as one matrix (divided by 255)."""
+        dev = g.device
+        matrices = torch.eye(3, device=dev).expand(n, 3, 3)
+        if self.colour_augment:
+            # A random RGB order per image makes the colour statistics symmetric under permutations:
+            # their principal axes become luminance and an isotropic chroma plane.
+            order = torch.argsort(torch.rand(n, 3, generator=g, device=dev), dim=1)
+            if self.colour_augment < 1:
+                kept = torch.rand(n, generator=g, device=dev) >= self.colour_augment
+                order = torch.where(kept[:, None], torch.arange(3, device=dev), order)
+            matrices = matrices[torch.arange(n, device=dev)[:, None], order]  # row c picks channel order[c]
+        if self.chroma_gain > 1:
+            gain = 1 + (self.chroma_gain - 1) * torch.rand(n, generator=g, device=dev)
+            grey = torch.full((3, 3), 1 / 3, device=dev)
+            chroma = gain[:, None, None] * torch.eye(3, device=dev) + (1 - gain)[:, None, None] * grey
+            matrices = chroma @ matrices
+        return matrices / 255
+
+
+def recolour(pixels: Tensor, matrices: Tensor) -> Tensor:
+    """``pixels [M,3,h,w]`` (0..255) through one ``[M,3,3]`` colour matrix each → ``[M,3,h,w]`` float."""
+    return torch.einsum("mij,mjhw->mihw", matrices, pixels).contiguous()
