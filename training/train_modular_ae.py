@@ -9,10 +9,14 @@ Several GPUs or processes (identical weights on every rank, data split by rank):
     accelerate launch --num_processes 4 -m training.train_modular_ae --data photos/ --output ae.safetensors
     torchrun --nproc_per_node 2 -m training.train_modular_ae --data photos/ --device cpu --output ae.safetensors
 
-Resume after an interruption (Ctrl-C saves a checkpoint first; a kill loses at most
-``--checkpoint-every`` steps):
+Resume after an interruption (Ctrl-C or SIGTERM saves a checkpoint first; a kill loses at most
+``--checkpoint-every`` steps). The run's arguments must be the same; those that may change are
+listed in ``training.checkpoints.MAY_CHANGE`` (``--steps`` may not: it sets the cosine schedule):
 
     python -m training.train_modular_ae --data photos/ --output ae.safetensors --resume latest
+
+Checkpoints (``OUTPUT_checkpoints/step-NNNNNNN/``, layout in ``training.checkpoints``),
+``metrics.jsonl`` and the tensorboard log go to ``--checkpoint-dir``.
 
 Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Reconstruction on random crops;
 equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``).
@@ -23,10 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import re
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -41,10 +42,12 @@ from scg_core.model.losses import (
     symmetry_loss,
 )
 
+from . import loop
+from .checkpoints import Checkpoints, jsonable
 from .data import ImageFolder, PairBatches, min_image_size
 
 PRESETS = Path(__file__).parent / "configs"
-CHECKPOINT = re.compile(r"step-(\d+)\.pt$")
+TRAINER = "training.train_modular_ae"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--output", type=Path, default=Path("modular_ae.safetensors"), help="exported weights (scg_core format)")
     io.add_argument("--checkpoint-dir", type=Path, help="default: OUTPUT without suffix + '_checkpoints'")
     io.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint path")
+    io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint folder (step-NNNNNNN)")
     io.add_argument("--workers", type=int, default=0, help="dataloader worker processes")
     io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
     io.add_argument("--colour-augment", type=float, nargs="?", const=1.0, default=0.0, metavar="P",
@@ -91,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     run.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     run.add_argument("--log-every", type=int, default=10)
+    run.add_argument("--report-to", choices=["auto", "tensorboard", "none"], default="auto",
+                     help="tensorboard log in --checkpoint-dir (auto: when installed)")
     run.add_argument("--save-every-rank", action="store_true", help="diagnostic: each rank also writes its final weights")
 
     argv = sys.argv[1:] if argv is None else argv
@@ -159,109 +164,44 @@ def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.opti
     return torch.optim.AdamW(groups, lr=args.lr, eps=args.adam_eps)
 
 
-def save_checkpoint(path: Path, objective: Objective, optimizer, scheduler, step: int, args) -> None:
-    """Everything needed to continue exactly, written to a temp file then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"step": step, "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "args": _jsonable(vars(args))}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def find_checkpoint(args: argparse.Namespace) -> Path | None:
-    if not args.resume:
-        return None
-    if args.resume != "latest":
-        return Path(args.resume)
-    found = sorted((int(m.group(1)), p) for p in args.checkpoint_dir.glob("step-*.pt") if (m := CHECKPOINT.search(p.name)))
-    return found[-1][1] if found else None
-
-
 def export(objective: Objective, args: argparse.Namespace, path: Path, step: int, metrics: dict) -> None:
-    provenance = {"source": "training.train_modular_ae", "step": step, "args": _jsonable(vars(args)),
+    provenance = {"source": TRAINER, "step": step, "args": jsonable(vars(args)),
                   "final_losses": metrics, "scg_core": scg_core.__version__}
     scg_core.save(objective.ae, path, provenance=provenance)
 
 
-def _jsonable(d: dict) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-
-
 def main(args: argparse.Namespace) -> dict:
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu)
+    accelerator = loop.start(args, log_dir=args.checkpoint_dir)
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     objective = Objective(args)
     optimizer = make_optimizer(objective, args)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
-    start = 0
-    checkpoint = find_checkpoint(args)
-    if args.resume and checkpoint is None:
-        accelerator.print(f"no checkpoint in {args.checkpoint_dir}; starting from step 0")
-    if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["step"]
-        accelerator.print(f"resumed from {checkpoint} at step {start}")
-
-    folder = ImageFolder(args.data, min_image_size(args.crop, objective.ae.config.receptive_field, args.max_shift), cache=not args.no_cache)
-    batches = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
-                          pairs=args.pairs, patch=objective.ae.config.receptive_field, max_shift=args.max_shift,
-                          colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, args.steps), num_workers=args.workers)
     model, optimizer = accelerator.prepare(objective, optimizer)
+    checkpoints = Checkpoints(args.checkpoint_dir, trainer=TRAINER, args=args, accelerator=accelerator, model=model,
+                              optimizer=optimizer, scheduler=scheduler, checked={"steps": "the cosine schedule's length"})
+    start = checkpoints.resume(args.resume)
+
+    patch = objective.ae.config.receptive_field
+    folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift), cache=not args.no_cache)
+    samples = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
+                          pairs=args.pairs, patch=patch, max_shift=args.max_shift,
+                          colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "
                       f"{accelerator.device} · steps {start}→{args.steps} · ablate: {','.join(args.ablate) or 'none'}")
+    loop.track(accelerator, "train_modular_ae", args)
+    device = accelerator.device
+    step, metrics = loop.Loop(
+        accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints,
+        batches=loop.batches(samples, start, args.steps, args.workers),
+        loss=lambda batch, _: model({k: v.to(device, non_blocking=True) for k, v in batch.items()}), objective="total",
+        derived=lambda m: {"psnr_crop": _psnr(m["recon"], objective.ae)}, total=args.steps, log_dir=args.checkpoint_dir,
+        name="train_modular_ae", samples_per_step=args.batch * accelerator.num_processes, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+    ).run(start)
 
-    metrics: dict[str, float] = {}
-    log_path = args.checkpoint_dir / "metrics.jsonl"
-    bar = tqdm(total=args.steps, initial=start, disable=not accelerator.is_main_process, desc="train_modular_ae", dynamic_ncols=True)
-    step, started = start, time.perf_counter()
-    try:
-        for batch in loader:
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            losses = model(batch)
-            if not torch.isfinite(losses["total"]):
-                raise FloatingPointError(f"non-finite loss at step {step}: {({k: float(v) for k, v in losses.items()})}")
-            accelerator.backward(losses["total"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % args.log_every == 0 or step == args.steps:
-                metrics = {k: float(v.detach()) for k, v in losses.items()}
-                metrics["psnr_crop"] = _psnr(metrics["recon"], objective.ae)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
-                if accelerator.is_main_process:
-                    log_path.parent.mkdir(parents=True, exist_ok=True)
-                    with log_path.open("a") as f:
-                        f.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0], **metrics}) + "\n")
-            bar.update(1)
-            if step % args.checkpoint_every == 0 and step < args.steps and accelerator.is_main_process:
-                save_checkpoint(args.checkpoint_dir / f"step-{step:07d}.pt", objective, optimizer.optimizer, scheduler, step, args)
-    except KeyboardInterrupt:
-        if accelerator.is_main_process:
-            path = args.checkpoint_dir / f"step-{step:07d}.pt"
-            save_checkpoint(path, objective, optimizer.optimizer, scheduler, step, args)
-            print(f"\ninterrupted at step {step}: saved {path}; continue with --resume latest", file=sys.stderr)
-        raise SystemExit(130)
-    finally:
-        bar.close()
-    accelerator.wait_for_everyone()
-    elapsed = time.perf_counter() - started
-    metrics["seconds"] = elapsed
     if accelerator.is_main_process:
-        save_checkpoint(args.checkpoint_dir / f"step-{step:07d}.pt", objective, optimizer.optimizer, scheduler, step, args)
         export(objective, args, args.output, step, metrics)
-        print(f"wrote {args.output} after {step} steps in {elapsed:.0f} s; skipped images: {len(folder.skipped)}")
+        print(f"wrote {args.output} after {step} steps in {metrics['seconds']:.0f} s; skipped images: {len(folder.skipped)}")
         for path, reason in folder.skipped.items():
             print(f"  skipped {path}: {reason}")
     if args.save_every_rank:

@@ -52,7 +52,7 @@ def cli(args, stdout=subprocess.PIPE, **kw):
 def checkpoint_weights(folder):
     from safetensors.torch import load_file
 
-    return load_file(str(folder / "controlnet.safetensors"))
+    return load_file(str(folder / "model.safetensors"))
 
 
 def test_training_changes_the_controlnet_only_and_exports_both_layouts(tiny_sd, photos, tmp_path, monkeypatch, capsys):

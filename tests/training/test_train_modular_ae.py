@@ -66,7 +66,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(photos, tmp_path):
     proc = run_cli(["--data", str(photos), "--output", str(cut), *steps, *TINY])
     ckpt_dir = tmp_path / "cut" / "ae_checkpoints"
     deadline = time.time() + 120
-    while not list(ckpt_dir.glob("step-*.pt")) and time.time() < deadline:
+    while not list(ckpt_dir.glob("step-*")) and time.time() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
@@ -100,9 +100,9 @@ def test_ctrl_c_saves_a_checkpoint(photos, tmp_path):
     text = console.read_text()
     assert proc.returncode == 130, text
     assert "continue with --resume latest" in text
-    saved = list((tmp_path / "ae_checkpoints").glob("step-*.pt"))
+    saved = list((tmp_path / "ae_checkpoints").glob("step-*"))
     assert len(saved) == 1
-    state = torch.load(saved[0], weights_only=True)
+    state = torch.load(saved[0] / "state.pt", weights_only=True)
     assert state["step"] >= 3
 
 
