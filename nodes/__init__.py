@@ -2,17 +2,17 @@
 
 from .controlnet_nodes import SCGControlNetApply
 from .deps import report_missing_packages
-from .hint_nodes import DecompositionSheet, LoadModularAE, ModularAEEncode
+from .hint_nodes import SCGDecompositionSheet, SCGLoadModularAE, SCGModularAEEncode
 from .models import register_model_folder
 
 report_missing_packages()
 register_model_folder()
 
 NODE_CLASS_MAPPINGS = {
-    "SCGLoadModularAE": LoadModularAE,
-    "SCGModularAEEncode": ModularAEEncode,
+    "SCGLoadModularAE": SCGLoadModularAE,
+    "SCGModularAEEncode": SCGModularAEEncode,
     "SCGControlNetApply": SCGControlNetApply,
-    "SCGDecompositionSheet": DecompositionSheet,
+    "SCGDecompositionSheet": SCGDecompositionSheet,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {

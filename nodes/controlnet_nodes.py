@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import weakref
 
 import torch
@@ -114,11 +113,10 @@ def _scg_header(path: str):
     from safetensors import safe_open
 
     try:
-        st = os.stat(path)
+        key = scg_core().hosts.loading.file_key(path)
     except OSError as e:  # e.g. a dangling symlink in models/controlnet: not a candidate
         log.warning("SCG: %s: %s", path, e)
         return None, None
-    key = (path, st.st_mtime_ns, st.st_size)
     if key not in _header_cache:
         try:
             with safe_open(path, framework="pt") as f:

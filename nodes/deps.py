@@ -31,6 +31,6 @@ def scg_core():
         raise RuntimeError(f"SCG nodes need the Python package(s) {', '.join(missing)}: "
                            f"run `pip install {' '.join(missing)}` in ComfyUI's Python, then restart ComfyUI")
     core = importlib.import_module("scg_core")
-    for sub in ("formats.images", "hosts.selection", "tools.sheet", "controlnet.metadata", "controlnet.official_hint"):
+    for sub in ("formats.images", "hosts.selection", "hosts.loading", "hosts.hint", "tools.sheet", "controlnet.metadata", "controlnet.official_hint"):
         importlib.import_module(f"scg_core.{sub}")
     return core

@@ -67,23 +67,16 @@ def check_selection(groups, gains, modular_ae=NOT_CONNECTED):
 
 
 def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, str]:
-    """ComfyUI IMAGE batch → (hint IMAGE ``[B,H,W,3]`` in [0,1], a line describing it).
+    """ComfyUI IMAGE batch ``[B,H,W,C]`` in [0,1] → (hint IMAGE ``[B,H,W,3]`` in [0,1], a line describing it).
 
-    ``size``: compute the hint at this (H, W) (the source is scaled to cover it and centre-cropped).
+    ``size``: compute the hint at this (H, W) (the source is scaled to cover it and centre-cropped,
+    by :func:`scg_core.hosts.hint.source_hint`, as every host does).
     """
     core = scg_core()
     keep, gain = core.hosts.selection.parse_groups(groups), core.hosts.selection.parse_gains(gains)
     modules = model.module_gains(keep, gains=gain)  # resolves names: unknown ones raise here, before any work
-    rgb = image_to_rgb(images)
-    if size is not None:
-        rgb = core.formats.images.fit_to_size(rgb, size)
     device_model = models.on_device(model, compute_device())
-
-    def one(x):
-        with torch.inference_mode():
-            return device_model.hint(x.to(device_model.mean.device), keep, gains=gain)
-
-    hint = for_each_image(rgb, one)
+    hint = for_each_image(image_to_rgb(images), lambda x: core.hosts.hint.source_hint(device_model, x, keep, gain, size=size))
     kept = [i for i, g in enumerate(modules) if g]
     chosen = ", ".join(keep) if keep else "all"
     info = (f"SCG hint: groups [{chosen}] = modules {kept} of {getattr(model, 'source_name', 'the autoencoder')}; "
@@ -91,7 +84,7 @@ def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] |
     return to_comfy_image(hint), info
 
 
-class LoadModularAE:
+class SCGLoadModularAE:
     """Load a modular autoencoder from ``models/scg`` (or the bundled default)."""
 
     @classmethod
@@ -112,7 +105,7 @@ class LoadModularAE:
         return (models.load(ae_name),)
 
 
-class ModularAEEncode:
+class SCGModularAEEncode:
     """The SCG hint: keep some groups of the modular autoencoder and decode them to an image."""
 
     @classmethod
@@ -148,7 +141,7 @@ class ModularAEEncode:
         return {"ui": {"text": [info]}, "result": (hint, info)}
 
 
-class DecompositionSheet:
+class SCGDecompositionSheet:
     """Every group's hint and every module's reconstruction of an image, labelled, in one picture."""
 
     @classmethod

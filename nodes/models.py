@@ -5,6 +5,7 @@ The bundled default (``scg_core/weights/default.safetensors``) is always offered
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -15,11 +16,22 @@ from .deps import scg_core
 log = logging.getLogger("scg")
 
 FOLDER = "scg"
-DEFAULT_NAME = "default (bundled)"
 
-_cache: dict[tuple, object] = {}
-_device_copies: dict[tuple[int, str], object] = {}
+_device_copies: dict[tuple[int, str], tuple[object, object]] = {}
 _lock = threading.Lock()
+
+
+def __getattr__(name: str):
+    # DEFAULT_NAME is defined once, in scg_core.hosts.loading; read on use so that importing the
+    # pack at ComfyUI's start-up does not import scg_core (and a missing package is named at run time).
+    if name == "DEFAULT_NAME":
+        return scg_core().hosts.loading.DEFAULT_NAME
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _cache():
+    return scg_core().hosts.loading.ModelCache()
 
 
 def _folder_paths():
@@ -51,16 +63,14 @@ def list_autoencoders() -> list[str]:
     """The choices of the loader: the bundled default, then ``models/scg/*.safetensors``."""
     fp = _folder_paths()
     files = [] if fp is None else sorted(fp.get_filename_list(FOLDER))
-    return [DEFAULT_NAME, *files]
+    return [scg_core().hosts.loading.DEFAULT_NAME, *files]
 
 
-def resolve(name: str) -> Path:
-    """A loader choice → the file; ``FileNotFoundError`` naming the folder when it is gone."""
-    if name == DEFAULT_NAME:
-        bundled = scg_core().DEFAULT_WEIGHTS
-        if not bundled.is_file():
-            raise FileNotFoundError(f"the bundled default autoencoder is missing ({bundled}); reinstall the SCG nodes")
-        return bundled
+def resolve(name: str) -> Path | None:
+    """A loader choice → its file (``None``: the bundled default); ``FileNotFoundError`` naming the
+    folder when it is gone."""
+    if scg_core().hosts.loading.is_default(name):
+        return None
     fp = _folder_paths()
     full = fp.get_full_path(FOLDER, name) if fp is not None else None
     if not full or not os.path.isfile(full):
@@ -72,20 +82,8 @@ def resolve(name: str) -> Path:
 
 def load(name: str):
     """The autoencoder for a loader choice, on the CPU, loaded once per file version."""
-    path = resolve(name)
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    with _lock:
-        model = _cache.get(key)
-        if model is None:
-            model = scg_core().load(path)
-            model.requires_grad_(False)
-            model.source_name = name
-            for old in [k for k in _cache if k[0] == key[0]]:
-                stale = _cache.pop(old)
-                for d in [d for d in _device_copies if d[0] == id(stale)]:
-                    del _device_copies[d]
-            _cache[key] = model
+    model = _cache().load(resolve(name))
+    model.source_name = name
     return model
 
 
@@ -101,5 +99,9 @@ def on_device(model, device):
     key = (id(model), str(device))
     with _lock:
         if key not in _device_copies:
-            _device_copies[key] = copy.deepcopy(model).to(device)
-        return _device_copies[key]
+            cache = _cache()
+            for stale in [k for k, (original, _) in _device_copies.items() if original not in cache]:
+                del _device_copies[stale]  # a replaced file: free its GPU copy
+            # the original is kept beside its copy so that its id is not reused while the entry lives
+            _device_copies[key] = (model, copy.deepcopy(model).to(device))
+        return _device_copies[key][1]

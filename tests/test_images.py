@@ -66,3 +66,34 @@ def test_to_rgb_for_tensors():
     assert torch.equal(to_rgb(rgba), torch.ones(1, 3, 2, 2))
     with pytest.raises(ImageError, match="5 channels"):
         to_rgb(torch.rand(1, 5, 2, 2))
+
+
+def test_resize_is_antialiased_bicubic_clamped_and_keeps_an_image_of_that_size():
+    from scg_core.formats.images import resize, resize_short_side
+
+    x = torch.rand(1, 3, 96, 120)
+    assert resize(x, (96, 120)) is x and resize_short_side(x, 96) is x
+    want = torch.nn.functional.interpolate(x, size=(48, 60), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.equal(resize_short_side(x, 48), want.clamp(0, 1))
+    assert resize_short_side(torch.rand(1, 3, 50, 30), 21).shape == (1, 3, 35, 21)
+    up = resize(torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]]), (8, 8))
+    assert up.min() >= 0 and up.max() <= 1  # bicubic overshoot is clamped
+    with pytest.raises(ValueError, match="short side 0: must be at least 1 pixel"):
+        resize_short_side(x, 0)
+
+
+def test_arrays_from_hosts_become_float_tensors_without_rounding(tmp_path):
+    from scg_core.formats.images import array_to_tensor, pil_to_tensor
+
+    a = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert torch.equal(array_to_tensor(a), pil_to_tensor(Image.fromarray(a)))  # the CLI reads PNGs the same way
+    f = np.random.default_rng(2).random((20, 30, 3)).astype(np.float32)
+    assert torch.equal(array_to_tensor(f), torch.from_numpy(f).permute(2, 0, 1)[None])  # no 8-bit detour
+    gray = array_to_tensor(np.full((4, 5), 51, np.uint8))
+    assert gray.shape == (1, 3, 4, 5) and gray.is_contiguous() and torch.allclose(gray, torch.full_like(gray, 0.2))
+    rgba = np.zeros((2, 2, 4), np.uint8)  # transparent black: white
+    assert torch.equal(array_to_tensor(rgba), torch.ones(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="C in 1…4"):
+        array_to_tensor(np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(ValueError, match="uint8 or float pixels"):
+        array_to_tensor(np.zeros((2, 2, 3), np.int32))

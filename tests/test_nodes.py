@@ -56,14 +56,53 @@ def test_bad_groups_list_the_available_ones():
         encode(torch.rand(1, 32, 32, 3), "brightness, edgez")
 
 
-def test_gains_scale_a_group():
+def test_gains_scale_a_group_as_scg_core_does():
+    x = torch.rand(2, 32, 40, 3)
+    source = x.movedim(-1, 1).contiguous()
+    gained, _ = encode(x, "brightness, colour", "brightness=0.5")
+    model = load_default()
+    want = torch.cat([model.hint(source[i : i + 1], ["brightness", "colour"], gains={"brightness": 0.5}) for i in range(2)])
+    assert torch.equal(gained.movedim(-1, 1), want)  # the node works image by image
+    assert not torch.allclose(gained, encode(x, "brightness, colour")[0])  # the gain did something
+
+
+def test_decomposition_sheet_node_is_scg_cores_sheet_per_image():
+    from scg_core.formats.images import pil_to_tensor
+    from scg_core.tools.sheet import decomposition_sheet
+
+    x = torch.rand(2, 48, 64, 3)
+    sheet = NODE_CLASS_MAPPINGS["SCGDecompositionSheet"]().sheet(x, 128)[0]
+    model = load_default()
+    want = torch.cat([pil_to_tensor(decomposition_sheet(model, x[i : i + 1].movedim(-1, 1), tile=128)) for i in range(2)])
+    assert sheet.shape[0] == 2 and sheet.shape[2] == 6 * 128
+    assert torch.equal(sheet, want.movedim(1, -1))
+
+
+def test_node_classes_are_named_as_registered():
+    """Class name = registration key (keys are permanent: workflows refer to them), so a traceback
+    or a search for the key finds the class."""
+    import nodes
+
+    for key, cls in NODE_CLASS_MAPPINGS.items():
+        assert cls.__name__ == key and getattr(nodes, key, cls) is cls, key
+    assert set(NODE_CLASS_MAPPINGS) == {"SCGLoadModularAE", "SCGModularAEEncode", "SCGControlNetApply",
+                                        "SCGDecompositionSheet"}
+
+
+def test_loader_node_gives_the_cached_autoencoder_of_its_choice():
+    from nodes import models
+
+    model = NODE_CLASS_MAPPINGS["SCGLoadModularAE"]().load(models.DEFAULT_NAME)[0]
+    assert model is models.load(models.DEFAULT_NAME) and model.source_name == "default (bundled)"
     x = torch.rand(1, 32, 32, 3)
-    assert not torch.allclose(encode(x, "brightness")[0], encode(x, "brightness", "brightness=0.5")[0])
-
-
-def test_decomposition_sheet_node():
-    sheet = NODE_CLASS_MAPPINGS["SCGDecompositionSheet"]().sheet(torch.rand(2, 48, 64, 3), 128)[0]
-    assert sheet.shape[0] == 2 and sheet.shape[-1] == 3 and sheet.shape[2] == 6 * 128
+    other = load_default()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.2 * p.std() * torch.randn_like(p))  # a different autoencoder, same groups
+    hint, info = Encode().encode(x, "brightness", modular_ae=other)["result"]
+    assert torch.equal(hint.movedim(-1, 1), other.hint(x.movedim(-1, 1).contiguous(), ["brightness"]))
+    assert not torch.allclose(hint, encode(x)[0]) and "of the autoencoder" in info
 
 
 class _Attention(nn.Module):

@@ -113,11 +113,47 @@ def save_image(x: Tensor | Image.Image, path: str | os.PathLike) -> Path:
     return path
 
 
-def fit_to_size(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Scale ``[B,C,H,W]`` to cover ``size = (H', W')`` and crop the centre (no distortion).
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``[B,C,H,W]`` float in [0,1] → ``[B,C,H',W']`` float in [0,1], ``size = (H', W')``.
 
-    Downscaling is antialiased, so a 4× smaller hint does not alias fine lines. Returns ``x`` itself
-    when it already has that size.
+    The one resampling every host uses before a hint (the CLI's ``--short-side``, the A1111/Forge
+    preprocessor's resolution, the generation size of both hosts' ControlNet paths): antialiased
+    bicubic, torch's port of PIL's ``BICUBIC`` filter, so it runs on any device, on float input
+    (no 8-bit round trip), and a smaller hint does not alias fine lines. Clamped because bicubic
+    overshoots at edges. Returns ``x`` itself when it already has that size.
+
+    >>> resize(torch.rand(1, 3, 40, 60), (20, 30)).shape
+    torch.Size([1, 3, 20, 30])
+    """
+    H, W = (int(n) for n in size)
+    if H < 1 or W < 1:
+        raise ValueError(f"resize: size {(H, W)} must be at least 1×1 pixels")
+    if tuple(x.shape[-2:]) == (H, W):
+        return x
+    return torch.nn.functional.interpolate(x, size=(H, W), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def short_side_size(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """``(H', W')`` of an ``h``×``w`` image whose shorter side is scaled to ``short_side``."""
+    scale = short_side / min(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_short_side(x: Tensor, short_side: int) -> Tensor:
+    """``[B,C,H,W]`` in [0,1] → the same aspect ratio with the shorter side ``short_side`` pixels
+    (see :func:`resize`); ``x`` itself when it already is.
+
+    >>> resize_short_side(torch.rand(1, 3, 96, 120), 48).shape
+    torch.Size([1, 3, 48, 60])
+    """
+    if int(short_side) < 1:
+        raise ValueError(f"short side {short_side}: must be at least 1 pixel")
+    return resize(x, short_side_size(*x.shape[-2:], int(short_side)))
+
+
+def fit_to_size(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale ``[B,C,H,W]`` in [0,1] to cover ``size = (H', W')`` and crop the centre (no distortion);
+    the scaling is :func:`resize`. Returns ``x`` itself when it already has that size.
     """
     H, W = (int(n) for n in size)
     h, w = x.shape[-2:]
@@ -125,6 +161,29 @@ def fit_to_size(x: Tensor, size: tuple[int, int]) -> Tensor:
         return x
     scale = max(H / h, W / w)
     sh, sw = max(H, round(h * scale)), max(W, round(w * scale))
-    y = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1)
+    y = resize(x, (sh, sw))
     top, left = (sh - H) // 2, (sw - W) // 2
     return y[..., top : top + H, left : left + W].contiguous()
+
+
+def array_to_tensor(image: np.ndarray) -> Tensor:
+    """An image array as hosts pass them (gradio, A1111/Forge) → ``[1,3,H,W]`` float32 in [0,1].
+
+    ``image``: ``[H,W]`` or ``[H,W,C]`` (C = 1…4), uint8 (divided by 255, exactly as
+    :func:`pil_to_tensor` does) or float in [0,1] (clipped, never quantised). Alpha is composited
+    over white (:func:`to_rgb`).
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected an image array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"expected an image [H,W] or [H,W,C] with C in 1…4, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ImageError("the image contains NaN or infinite values")
+        x = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32))
+    else:
+        raise ValueError(f"expected uint8 or float pixels, got {image.dtype}")
+    x = x[..., None] if x.ndim == 2 else x
+    return to_rgb(x.permute(2, 0, 1)[None]).contiguous()

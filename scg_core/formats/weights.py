@@ -125,9 +125,10 @@ def load_default(device: str | torch.device = "cpu", dtype: torch.dtype | None =
     if not DEFAULT_WEIGHTS.is_file():
         raise NoDefaultWeightsError(
             f"the bundled default Modular AE is missing ({DEFAULT_WEIGHTS}): it ships with scg-nodes, so the "
-            "installation is incomplete — reinstall the package (or restore the file from the repository), "
-            "rebuild it with `python -m training.build_default`, or pass a weight file with --weights "
-            "(official weights: `python -m scg_core.convert official-ae IN.pth OUT.safetensors`)."
+            "installation is incomplete — reinstall the package or restore the file from the repository "
+            "(`python -m training.build_default` rebuilds it); meanwhile choose another weight file (models/scg in "
+            "ComfyUI, the tab's list in A1111/Forge, --weights on the command line; official weights: "
+            "`python -m scg_core.convert official-ae IN.pth OUT.safetensors`)."
         )
     return load(DEFAULT_WEIGHTS, device=device, dtype=dtype, trainable=trainable)
 

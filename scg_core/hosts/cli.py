@@ -1,8 +1,13 @@
 """Command line: ``python -m scg_core {hint,decompose,info} ...``.
 
     python -m scg_core decompose photo.jpg -o sheet.png
-    python -m scg_core hint sketch.png --groups HC3 -o hint.png
-    python -m scg_core hint photo.jpg --groups colour,brightness --gain colour=1.5 -o hint.png
+    python -m scg_core hint sketch.png --groups edges -o hint.png
+    python -m scg_core hint photo.jpg --groups colour,brightness --gain colour=1.5 -o hint.png --short-side 512
+    python -m scg_core hint photo.jpg --groups HC3 --weights scg_official.safetensors -o hint.png
+
+Group names are the autoencoder's: the bundled default has colour, brightness, edges_fine (label
+edges) and texture; the official one (``--weights``, converted with ``python -m scg_core.convert
+official-ae``) has HC0–HC5. ``python -m scg_core info`` lists them.
 
 Every failure prints one ``error: ...`` line on stderr and exits with code 2.
 """
@@ -21,15 +26,24 @@ from typing import IO
 
 import torch
 
-from ..formats.images import check_output_path, load_image, save_image
-from ..formats.weights import load, load_default
+from ..formats.images import (
+    check_output_path,
+    load_image,
+    resize_short_side,
+    save_image,
+)
 from ..model.modular_ae import ModularAE
 from ..tools.sheet import MAX_TILE, MIN_TILE, Progress, decomposition_sheet
+from .hint import source_hint
+from .loading import ModelCache
 from .selection import MAX_GAIN, parse_gains, parse_groups
 
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 OUTPUT_HELP = ("output image: .png, .jpg, .jpeg, .webp, .bmp, .tif or .tiff (png is lossless); "
                "a missing folder is created and the output line says so")
+
+
+EXAMPLES = "examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    python -m"))
 
 
 class UsageError(Exception):
@@ -43,7 +57,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m scg_core", description="SCG modular autoencoder: hints and decompositions. "
-                    "Every failure prints one 'error:' line and exits with code 2.")
+                    "Every failure prints one 'error:' line and exits with code 2.", epilog=EXAMPLES,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def common(p: argparse.ArgumentParser, image: bool = True) -> None:
@@ -113,22 +128,14 @@ def resolve_device(text: str) -> torch.device:
 
 
 def load_model(weights: Path | None, device: torch.device | str = "cpu") -> ModularAE:
-    return load(weights, device=device) if weights else load_default(device=device)
+    """``--weights`` (``None``: the bundled default) on ``device``."""
+    return ModelCache().load(weights).to(device)
 
 
-def read_input(path: Path, short_side: int | None, device: torch.device | str, min_side: int = 1) -> torch.Tensor:
-    """The image at ``path`` as ``[1,3,H,W]`` in [0,1] on ``device``, its shorter side resized to
-    ``short_side`` pixels first when given (``short_side`` must be ≥ ``min_side``)."""
+def check_short_side(short_side: int | None, min_side: int) -> None:
     if short_side is not None and short_side < min_side:
         raise ValueError(f"--short-side {short_side}: must be at least {min_side} pixels (the autoencoder's "
                          f"receptive field); the official code uses 512")
-    image = load_image(path)
-    if short_side:
-        H, W = image.shape[-2:]
-        scale = short_side / min(H, W)
-        size = (max(1, round(H * scale)), max(1, round(W * scale)))
-        image = torch.nn.functional.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    return image.to(device)
 
 
 @contextmanager
@@ -178,14 +185,16 @@ def run(args: argparse.Namespace) -> None:
     model = load_model(args.weights, device)
     if args.command == "hint":
         kept = [i for i, g in enumerate(model.module_gains(keep, modules, gains)) if g]  # unknown names fail here
-    image = read_input(args.image, args.short_side, device, model.config.receptive_field)
+    check_short_side(args.short_side, model.config.receptive_field)
+    image = load_image(args.image).to(device)
     created = None if output.parent.exists() else output.parent
     start = time.perf_counter()
     if args.command == "hint":
-        with torch.inference_mode():
-            result = model.hint(image, groups=keep, modules=modules, gains=gains)
-        what = f"{image.shape[-1]}×{image.shape[-2]}, modules {kept}"
+        result = source_hint(model, image, keep, gains, modules=modules, short_side=args.short_side)
+        what = f"{result.shape[-1]}×{result.shape[-2]}, modules {kept}"
     else:
+        if args.short_side is not None:
+            image = resize_short_side(image, args.short_side)
         with progress_bar("decompose") as progress:
             result = decomposition_sheet(model, image, tile=args.tile, progress=progress)
         what = f"{result.width}×{result.height}"

@@ -1,13 +1,13 @@
 """The hint side of the A1111/Forge extension: which autoencoder, on which device, and the images.
 
 Host-neutral: settings come in as a :class:`Settings` value (the extension reads them from the
-host's options), images go in and out as the hosts pass them — ``[H,W,3]`` uint8 numpy arrays.
+host's options), images go in and out as the hosts pass them — ``[H,W,C]`` numpy arrays in, uint8
+``[H,W,3]`` out. Loading, resizing and the hint come from :mod:`scg_core.hosts`, as in every host.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 import scg_core
-from scg_core.formats.images import pil_to_tensor, tensor_to_pil
+from scg_core.formats.images import array_to_tensor, tensor_to_pil
+from scg_core.hosts.hint import source_hint
+from scg_core.hosts.loading import DEFAULT_NAME, ModelCache, is_default
 from scg_core.hosts.selection import parse_gains, parse_groups
 from scg_core.model.groups import find_groups
 from scg_core.tools.sheet import decomposition_sheet
 
-DEFAULT_NAME = "default (bundled)"
 ALL_GROUPS = "all"
 # The group the tab and the scg_hypercolumn preprocessor start on (as the ComfyUI nodes do): the
 # bundled default's "brightness" (93 % of a photo's detail energy), the official autoencoder's
@@ -65,24 +66,6 @@ def default_group_number(groups: Sequence[scg_core.Group]) -> int:
     return list(groups).index(first) + 1
 
 
-def to_image_tensor(image: np.ndarray) -> torch.Tensor:
-    """``[H,W]``/``[H,W,C]`` uint8 or float in [0,1] (C = 1…4) → ``[1,3,H,W]`` float in [0,1]."""
-    from PIL import Image
-
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected an image array, got {type(image).__name__}")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
-        raise ValueError(f"expected an image [H,W] or [H,W,C] with C in 1…4, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        if not np.issubdtype(image.dtype, np.floating):
-            raise ValueError(f"expected uint8 or float pixels, got {image.dtype}")
-        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}.get(image.shape[-1])}[image.ndim] if image.ndim == 3 else "L"
-    return pil_to_tensor(Image.fromarray(image, mode))
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """``[1,3,H,W]`` in [0,1] → ``[H,W,3]`` uint8 (what A1111/Forge ControlNet units take)."""
     return np.asarray(tensor_to_pil(x.float().cpu()))
@@ -93,12 +76,12 @@ class HintService:
     hints, module decompositions and group choices."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded: tuple[tuple, scg_core.ModularAE] | None = None
+        self._models = ModelCache()
 
-    def resolve(self, settings: Settings) -> Path:
-        if settings.autoencoder in ("", DEFAULT_NAME):
-            return Path(scg_core.DEFAULT_WEIGHTS)
+    def resolve(self, settings: Settings) -> Path | None:
+        """The settings' autoencoder file; ``None`` for the bundled default."""
+        if is_default(settings.autoencoder):
+            return None
         path = Path(settings.models_dir) / settings.autoencoder
         if not path.is_file():
             raise FileNotFoundError(f"SCG autoencoder {settings.autoencoder!r} not found in {settings.models_dir}; "
@@ -106,13 +89,7 @@ class HintService:
         return path
 
     def model(self, settings: Settings) -> scg_core.ModularAE:
-        path = self.resolve(settings)
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if self._loaded is None or self._loaded[0] != key:
-                self._loaded = (key, scg_core.load(path))
-            return self._loaded[1]
+        return self._models.load(self.resolve(settings))
 
     def device(self, settings: Settings) -> torch.device:
         if settings.device in ("", "auto"):
@@ -145,20 +122,22 @@ class HintService:
         names = [by_choice.get(p, p) for p in (picked or [])]
         return names or None
 
-    @torch.inference_mode()
-    def hint(self, settings: Settings, image: np.ndarray, groups: list[str] | str | None, gains: str = "") -> np.ndarray:
-        """Image ``[H,W,C]`` → the SCG hint of the chosen groups, ``[H,W,3]`` uint8, same size."""
+    def hint(self, settings: Settings, image: np.ndarray, groups: list[str] | str | None, gains: str = "", *,
+             short_side: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Image ``[H,W,C]`` (uint8, or float in [0,1]) → the SCG hint of the chosen groups, ``[H,W,3]``
+        uint8: at the image's size, or resized first so its shorter side is ``short_side``, or scaled
+        to cover ``size = (H', W')`` and centre-cropped (:func:`scg_core.hosts.hint.source_hint`)."""
         model = self.model(settings)
         names, gain_map = self.group_names(settings, groups), parse_gains(gains)
-        x = to_image_tensor(image)
+        x = array_to_tensor(image)  # float from here on: quantised only once, the hint
         with self._on_device(model, settings) as m:
-            return to_uint8(m.hint(x.to(m.mean.device), groups=names, gains=gain_map or None))
+            return to_uint8(source_hint(m, x, names, gain_map, short_side=short_side, size=size))
 
     @torch.inference_mode()
     def sheet(self, settings: Settings, image: np.ndarray, tile: int = 192) -> np.ndarray:
         """The decomposition sheet (input, each group's hint, each module) as ``[H,W,3]`` uint8."""
         model = self.model(settings)
-        x = to_image_tensor(image)
+        x = array_to_tensor(image)
         with self._on_device(model, settings) as m:
             return np.asarray(decomposition_sheet(m, x.to(m.mean.device), tile=tile))
 

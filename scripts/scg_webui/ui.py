@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scg_core.formats.images import fit_to_size
-
 from .hosts import ControlNetHost, GenerationRequest, ModelChoices, UnitRequest
-from .service import HintService, Settings, to_image_tensor, to_uint8
+from .service import HintService, Settings
 
 TAB_TITLE = "SCG"
 ELEM = "scg"  # prefix of every elem_id (the send-to JavaScript and the browser test find them by it)
@@ -73,8 +71,7 @@ class TabCallbacks:
 
     def generation_hint(self, image, groups, gains, width: int, height: int) -> np.ndarray:
         """The hint at the generation size (source scaled to cover it and centre-cropped), uint8."""
-        x = fit_to_size(to_image_tensor(image), (int(height), int(width)))
-        return self.service.hint(self.settings(), to_uint8(x), groups, gains)
+        return self.service.hint(self.settings(), image, groups, gains, size=(int(height), int(width)))
 
     def generate(self, image, groups, gains, model, prompt, negative, seed, steps, width, height, cfg, weight, start, end):
         """Generate: (gallery images, info)."""

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 import scg_core
 
@@ -112,8 +111,9 @@ def slider_group(value, groups: Sequence[scg_core.Group]) -> tuple[int, str]:
 
 
 def preprocessor_run(service: HintService, settings: Callable[[], Settings]):
-    """The preprocessor's work: ``image`` uint8 ``[H,W,C]``, ``resolution`` (shorter side to compute
-    at; ≤0 keeps the size), ``group_number`` (see :func:`slider_group`) → uint8 hint."""
+    """The preprocessor's work: ``image`` ``[H,W,C]`` (uint8 from the hosts), ``resolution`` (shorter
+    side to compute at, resized as every host does; ≤0 keeps the size), ``group_number`` (see
+    :func:`slider_group`) → the hint, ``[H',W',3]`` uint8."""
 
     def run(image: np.ndarray, resolution, group_number) -> np.ndarray:
         s = settings()
@@ -122,12 +122,8 @@ def preprocessor_run(service: HintService, settings: Callable[[], Settings]):
         if warning:
             log.warning("SCG: %s", warning)
         chosen = [groups[n - 1].name] if n else None
-        if resolution and int(resolution) > 0 and min(image.shape[:2]) != int(resolution):
-            h, w = image.shape[:2]
-            scale = int(resolution) / min(h, w)
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-        return service.hint(s, image, chosen)
+        short_side = int(resolution) if resolution and int(resolution) > 0 else None
+        return service.hint(s, image, chosen, short_side=short_side)
 
     return run
 

@@ -14,7 +14,7 @@ from PIL import Image
 from devtools.comfy_server import REPO, error_message
 from devtools.workflow_format import definition_of, to_api, validate
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from scg_core import load_default
+from scg_core import load_default, save
 from scg_core.formats.images import pil_to_tensor
 
 WORKFLOWS = REPO / "workflows"
@@ -156,9 +156,32 @@ def encode_prompt(groups="brightness", ae_name=None, gains=""):
     return prompt
 
 
-def test_a_second_autoencoder_from_models_scg_runs(comfy):
-    entry = comfy.run(encode_prompt("colour", ae_name="my_ae.safetensors"))
+def perturbed_default():
+    """The bundled default with every weight moved by a fifth of its tensor's spread: same groups,
+    clearly different hints."""
+    model = load_default()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * p.std() * torch.randn_like(p))
+    return model
+
+
+def test_the_connected_autoencoder_is_the_one_that_makes_the_hint(comfy):
+    # my_ae.safetensors is a byte copy of the default: a node ignoring modular_ae would pass with it.
+    # This file is another autoencoder, so the hint must be its hint and not the default's.
+    model = perturbed_default()
+    save(model, comfy.models / "scg" / "perturbed_ae.safetensors")
+    prompt = encode_prompt("colour", ae_name="perturbed_ae.safetensors")
+    entry = comfy.run(prompt)
     assert error_message(entry) is None, error_message(entry)
+    got = comfy.image(outputs_of(prompt, entry, "PreviewImage")[0]["images"][0])
+    want = expected_hint(model, comfy.input / "scg_lowres.png", ["colour"])
+    default = expected_hint(load_default(), comfy.input / "scg_lowres.png", ["colour"])
+    assert got.shape == want.shape
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999, f"max diff {diff.max()} from the connected autoencoder's hint"
+    assert np.abs(got.astype(int) - default.astype(int)).mean() > 2  # far from the bundled default's hint
 
 
 @pytest.mark.parametrize("prompt, expected", [
