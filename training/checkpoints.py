@@ -47,6 +47,7 @@ MAY_CHANGE: dict[str, str] = {
     "no_cache": "whether decoded images stay in memory",
     "device": "where it runs (another device gives other float rounding, not another run)",
     "threads": "CPU threads",
+    "compile": "torch.compile runs the same maths (other float rounding, like another device)",
     "workers": "dataloader processes: every batch is a pure function of (seed, rank, step)",
     "gradient_checkpointing": "recomputes activations instead of storing them: the same maths",
     "save_every_rank": "a diagnostic export",

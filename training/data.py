@@ -8,6 +8,7 @@ dataloader workers gives the same data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ class ImageFolder:
         self.min_size = min_size
         self.cache: dict[int, Tensor] | None = {} if cache else None
         self.paths: list[Path] = []
+        self.sizes: list[tuple[int, int]] = []  # (width, height) of each path, from its header
         self.skipped: dict[str, str] = {}
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
             try:
@@ -47,11 +49,29 @@ class ImageFolder:
                 self.skipped[str(path)] = f"too small ({size[0]}×{size[1]} < {min_size})"
                 continue
             self.paths.append(path)
+            self.sizes.append(size)
         if not self.paths:
             raise ValueError(f"no usable images under {root} (jpg/png/webp/bmp, at least {min_size} px); skipped: {len(self.skipped)}")
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What every image takes decoded as 8-bit RGB."""
+        return sum(3 * w * h for w, h in self.sizes)
+
+    def decode_all(self, progress: bool = False) -> Iterator[Tensor]:
+        """Every usable image, in order, as ``[3,H,W]`` in [0,1]; files that fail to decode now are
+        skipped (counted in ``skipped``)."""
+        from tqdm.auto import tqdm
+
+        for path in tqdm(self.paths, desc="decoding images", disable=not progress, unit="img"):
+            try:
+                yield load_image(path)[0]
+            except Exception as e:
+                self.skipped[str(path)] = f"failed to decode ({type(e).__name__})"
+                log.warning("skipping %s: %s", path, e)
 
     def get(self, index: int) -> Tensor:
         """Image ``index`` as ``[3,H,W]`` in [0,1]; a file that fails to decode now is skipped

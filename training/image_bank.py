@@ -12,7 +12,7 @@ uninterrupted run draws there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -26,18 +26,21 @@ class ImageBank:
     """Images ``[3,H,W]`` (any sizes) stored once as uint8, channels last, in one flat buffer.
 
     Args:
-        images: ``[3,H,W]`` float tensors in [0,1] (rounded to 8 bits) or uint8 tensors.
+        images: ``[3,H,W]`` float tensors in [0,1] (rounded to 8 bits) or uint8 tensors; any iterable
+            (a generator decoding files keeps only one float image in memory at a time).
         device: where the training runs. On CUDA the buffer goes to the GPU when it takes at most
             ``DEVICE_SHARE`` of the free memory, otherwise it stays in pinned host memory and each
             step copies only the pixels it uses.
     """
 
-    def __init__(self, images: Sequence[Tensor], device: str | torch.device = "cpu") -> None:
-        if not images:
+    def __init__(self, images: Iterable[Tensor], device: str | torch.device = "cpu") -> None:
+        stored = [_to_uint8(img) for img in images]  # one at a time: only the 8-bit copies are kept
+        if not stored:
             raise ValueError("ImageBank needs at least one image")
         device = torch.device(device)
-        sizes = torch.tensor([tuple(img.shape[-2:]) for img in images], dtype=torch.long)  # (n, 2)
-        flat = torch.cat([_to_uint8(img).permute(1, 2, 0).reshape(-1) for img in images])
+        sizes = torch.tensor([tuple(img.shape[-2:]) for img in stored], dtype=torch.long)  # (n, 2)
+        flat = torch.cat([img.permute(1, 2, 0).reshape(-1) for img in stored])
+        del stored
         on_device = device.type == "cuda" and flat.numel() <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
         if device.type == "cuda" and not on_device:
             flat = flat.pin_memory()

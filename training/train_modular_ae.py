@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -45,6 +47,7 @@ from scg_core.model.losses import (
 from . import loop
 from .checkpoints import Checkpoints, jsonable
 from .data import ImageFolder, PairBatches, min_image_size
+from .image_bank import ImageBank, StepSampler
 
 PRESETS = Path(__file__).parent / "configs"
 TRAINER = "training.train_modular_ae"
@@ -60,8 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--checkpoint-dir", type=Path, help="default: OUTPUT without suffix + '_checkpoints'")
     io.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     io.add_argument("--resume", help="'latest' (in --checkpoint-dir) or a checkpoint folder (step-NNNNNNN)")
-    io.add_argument("--workers", type=int, default=0, help="dataloader worker processes")
-    io.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (large folders)")
+    io.add_argument("--workers", type=int, default=0, help="dataloader worker processes (with --no-cache)")
+    io.add_argument("--no-cache", action="store_true",
+                    help="decode the step's images from disk every step, in --workers processes, instead of holding "
+                         "every image in memory (on the GPU when it fits) and drawing batches there: for folders "
+                         "larger than memory")
     io.add_argument("--colour-augment", type=float, nargs="?", const=1.0, default=0.0, metavar="P",
                     help="random RGB channel order for a share P of the images (alone: P = 1, colour-symmetric statistics)")
     io.add_argument("--chroma-gain", type=float, default=1.0, metavar="G",
@@ -94,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     run.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     run.add_argument("--log-every", type=int, default=10)
+    run.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default="none",
+                     help="torch.compile the objective (reduce-overhead: CUDA graphs); the same maths, minutes of start-up")
     run.add_argument("--report-to", choices=["auto", "tensorboard", "none"], default="auto",
                      help="tensorboard log in --checkpoint-dir (auto: when installed)")
     run.add_argument("--save-every-rank", action="store_true", help="diagnostic: each rank also writes its final weights")
@@ -164,6 +172,23 @@ def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.opti
     return torch.optim.AdamW(groups, lr=args.lr, eps=args.adam_eps)
 
 
+def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, accelerator, start: int) -> Iterator[dict]:
+    """The batches of steps ``start …`` for this rank: drawn on the device from the images held
+    there once (:mod:`training.image_bank`), or with ``--no-cache`` decoded per step in workers."""
+    options = dict(seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch, pairs=args.pairs,
+                   patch=patch, max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
+    if args.no_cache:
+        return loop.batches(PairBatches(folder, **options), start, args.steps, args.workers)
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None
+    if free is not None and folder.decoded_bytes > 0.8 * free:
+        raise SystemExit(f"error: the {len(folder)} images take {folder.decoded_bytes / 2**30:.1f} GiB decoded, more than "
+                         f"this machine's free memory ({free / 2**30:.1f} GiB): pass --no-cache (and --workers N) to "
+                         "decode them per step instead")
+    bank = ImageBank(folder.decode_all(progress=accelerator.is_main_process), accelerator.device)
+    sampler = StepSampler(bank, **options)
+    return map(sampler, range(start, args.steps))
+
+
 def export(objective: Objective, args: argparse.Namespace, path: Path, step: int, metrics: dict) -> None:
     provenance = {"source": TRAINER, "step": step, "args": jsonable(vars(args)),
                   "final_losses": metrics, "scg_core": scg_core.__version__}
@@ -183,17 +208,16 @@ def main(args: argparse.Namespace) -> dict:
 
     patch = objective.ae.config.receptive_field
     folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift), cache=not args.no_cache)
-    samples = PairBatches(folder, seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch,
-                          pairs=args.pairs, patch=patch, max_shift=args.max_shift,
-                          colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
+    samples = step_batches(args, folder, patch, accelerator, start)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "
                       f"{accelerator.device} · steps {start}→{args.steps} · ablate: {','.join(args.ablate) or 'none'}")
     loop.track(accelerator, "train_modular_ae", args)
     device = accelerator.device
+    forward = model if args.compile == "none" else torch.compile(model, mode=args.compile)
     step, metrics = loop.Loop(
         accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, checkpoints=checkpoints,
-        batches=loop.batches(samples, start, args.steps, args.workers),
-        loss=lambda batch, _: model({k: v.to(device, non_blocking=True) for k, v in batch.items()}), objective="total",
+        batches=samples, objective="total",
+        loss=lambda batch, _: forward({k: v.to(device, non_blocking=True) for k, v in batch.items()}),
         derived=lambda m: {"psnr_crop": _psnr(m["recon"], objective.ae)}, total=args.steps, log_dir=args.checkpoint_dir,
         name="train_modular_ae", samples_per_step=args.batch * accelerator.num_processes, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,

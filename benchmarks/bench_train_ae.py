@@ -1,0 +1,133 @@
+"""Steps per second of the modular-autoencoder trainer, and where a step's time goes.
+
+    python benchmarks/bench_train_ae.py                       # CPU, 2 threads, the default_ae preset
+    python benchmarks/bench_train_ae.py --device cuda --compile reduce-overhead
+
+Runs the trainer's own objective and optimiser at the preset on the photos scikit-image and
+scikit-learn ship (``training.gather_photos``), with two ways of making each step's batch, side by
+side in one run:
+
+* ``host``: decoding-free but per-pair Python on the CPU (``training.data.PairBatches``, what the
+  trainer did before, and still does with ``--no-cache``);
+* ``device``: the images held once on the device and every batch drawn there with tensor ops
+  (``training.image_bank``, the trainer's default).
+
+Each phase — data, forward, backward, optimiser — is timed with the device synchronised before and
+after it, so the split is exact but the total is a little slower than an unsynchronised run; the
+``steps/s`` column times whole unsynchronised steps separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import ImageFolder, PairBatches, min_image_size  # noqa: E402
+from training.gather_photos import gather  # noqa: E402
+from training.image_bank import ImageBank, StepSampler  # noqa: E402
+from training.train_modular_ae import Objective, make_optimizer, parse_args  # noqa: E402
+
+PHASES = ("data", "forward", "backward", "optimiser")
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(name: str, draw, objective, optimizer, device: torch.device, steps: int, warmup: int, compile_mode: str) -> dict:
+    forward = objective if compile_mode == "none" else torch.compile(objective, mode=compile_mode)
+
+    def step(i: int) -> None:
+        batch = {k: v.to(device, non_blocking=True) for k, v in draw(i).items()}
+        forward(batch)["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    started = time.perf_counter()
+    for i in range(warmup):
+        step(i)
+    synchronise(device)
+    warm = time.perf_counter() - started
+    split = dict.fromkeys(PHASES, 0.0)
+    for i in range(warmup, warmup + steps):  # timed phase by phase
+        marks = [time.perf_counter()]
+        batch = {k: v.to(device, non_blocking=True) for k, v in draw(i).items()}
+        synchronise(device)
+        marks.append(time.perf_counter())
+        loss = forward(batch)["total"]
+        synchronise(device)
+        marks.append(time.perf_counter())
+        loss.backward()
+        synchronise(device)
+        marks.append(time.perf_counter())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronise(device)
+        marks.append(time.perf_counter())
+        for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
+            split[phase] += b - a
+    synchronise(device)
+    started = time.perf_counter()
+    for i in range(warmup + steps, warmup + 2 * steps):  # whole steps, no synchronisation inside
+        step(i)
+    synchronise(device)
+    rate = steps / (time.perf_counter() - started)
+    total = sum(split.values())
+    return {"path": name, "steps_per_s": rate, "ms_per_step": 1000 * total / steps, "warmup_s": warm,
+            **{f"{p}_ms": 1000 * split[p] / steps for p in PHASES}, "data_share": split["data"] / total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (the project's reference CPU has 2 cores)")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per path (each path runs 2× this)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--preset", default="default_ae")
+    p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
+    p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
+    p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = a.data or (gather(Path(tmp)) and Path(tmp) / "train")
+        args = parse_args(["--preset", a.preset, "--data", str(data)])
+        patch = Objective(args).ae.config.receptive_field
+        folder = ImageFolder(data, min_image_size(args.crop, patch, args.max_shift))
+        options = dict(seed=0, rank=0, crop=args.crop, batch=args.batch, pairs=args.pairs, patch=patch,
+                       max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
+        draws = {"host": PairBatches(folder, **options).__getitem__,
+                 "device": StepSampler(ImageBank(folder.decode_all(), device), **options)}
+        rows = []
+        for name in a.paths.split(","):
+            torch.manual_seed(0)
+            objective = Objective(args).to(device)
+            rows.append(bench(name, draws[name], objective, make_optimizer(objective, args), device, a.steps, a.warmup, a.compile))
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {a.threads} threads"
+    print(f"train_modular_ae at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs) on {gpu}, "
+          f"torch {torch.__version__}, compile={a.compile}")
+    print(f"| path | steps/s | ms/step (synchronised) | data ms | forward ms | backward ms | optimiser ms | data share |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['data_ms']:.1f} | {r['forward_ms']:.1f} | "
+              f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.0f}% |")
+    if len(rows) == 2:
+        print(f"device / host: {rows[1]['steps_per_s'] / rows[0]['steps_per_s']:.2f}× steps/s")
+    if a.json:
+        a.json.write_text(json.dumps({"device": gpu, "compile": a.compile, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
