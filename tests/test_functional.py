@@ -114,3 +114,19 @@ def test_subpixel_transposed_conv_equals_conv_transpose2d(c_in, c_out, groups, K
     out = Fn.conv_transpose2d_subpixel(f, weight, stride, groups)
     assert out.shape == ref.shape
     assert rel(out, ref) < 1e-12
+
+
+
+def test_centre_features_fold_the_normalisation_into_the_kernel():
+    from scg_core import ModularAE
+
+    ae = ModularAE()
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(1))
+    kernel = Fn.compose_kernel(ae.factor_weights(), ae.config)
+    R = ae.config.receptive_field
+    patches = torch.rand(5, 3, R, R, generator=torch.Generator().manual_seed(0))
+    expected = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(patches))
+    got = Fn.centre_features(kernel, patches, ae.mean, ae.std)
+    torch.testing.assert_close(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)

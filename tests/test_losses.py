@@ -143,3 +143,16 @@ def test_gradients_reach_the_kernels_and_the_codebook():
     for name, p in ae.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert cb.matrices.grad.abs().sum() > 0
+
+
+def test_codebook_matmul_equals_the_corner_gather_and_its_gradient():
+    # forward() multiplies dense trilinear weights with the codebook (no scatter in backward);
+    # sample() gathers the 8 corners: both are the same interpolation
+    cb = random_codebook(k=4, l=3, grid=(5, 4, 8))
+    delta = torch.rand(200, 3) * torch.tensor([6.0, 6.0, 4 * math.pi]) - torch.tensor([3.0, 3.0, math.pi])
+    dense = cb(delta)
+    gathered = cb.sample(delta[:, None, :].expand(-1, 4, -1), torch.arange(4)[None, :])
+    torch.testing.assert_close(dense, gathered, atol=1e-6, rtol=1e-6)
+    (g_dense,) = torch.autograd.grad(dense.square().sum(), cb.matrices)
+    (g_gather,) = torch.autograd.grad(gathered.square().sum(), cb.matrices)
+    torch.testing.assert_close(g_dense, g_gather, atol=1e-5, rtol=1e-5)

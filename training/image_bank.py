@@ -67,7 +67,8 @@ class ImageBank:
         row = 3 * self.widths[image]  # (M,) bytes per image row
         start = self.offsets[image] + top * row + 3 * left  # (M,)
         starts = start[:, None] + torch.arange(height, device=start.device) * row[:, None]  # (M, height)
-        rows = self.flat.unfold(0, 3 * width, 1)[starts.reshape(-1)]  # (M·height, 3·width)
+        # index_select copies whole rows (memcpy); indexing the same view copies byte by byte, ~10× slower
+        rows = self.flat.unfold(0, 3 * width, 1).index_select(0, starts.reshape(-1))  # (M·height, 3·width)
         return rows.view(-1, height, width, 3).to(self.device, non_blocking=True)
 
 

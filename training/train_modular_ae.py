@@ -154,8 +154,8 @@ class Objective(nn.Module):
         total = losses["recon"]
         if self.use_equ:
             kernel = Fn.compose_kernel(weights, cfg)  # (k·l, C, R, R): features at patch centres
-            f = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(batch["patches"]))
-            f_t = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(batch["transformed"]))
+            f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)
+            f_t = Fn.centre_features(kernel, batch["transformed"], ae.mean, ae.std)
             losses["equ"] = equivariance_loss(f, f_t, self.codebook(batch["delta"]), relative=True)
             total = total + a.lambda_equ * losses["equ"]
         if self.use_sym:

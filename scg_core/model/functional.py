@@ -60,6 +60,23 @@ def compose_kernel(weights: Weights, config: ModularAEConfig) -> Tensor:
     return composed.reshape(k * l, C, R, R)
 
 
+def centre_features(kernel: Tensor, patches: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """The encoder's features at the centres of receptive-field patches.
+
+    Args:
+        kernel: ``[J,C,R,R]`` (:func:`compose_kernel`, ``J = k·l``).
+        patches: ``[N,C,R,R]`` in [0,1] (raw pixels; normalised here).
+        mean, std: the encoder's input normalisation, ``C`` values each (any shape).
+
+    Returns:
+        ``[N,J]`` = ``⟨kernel, (patch − mean)/std⟩``. The normalisation is folded into the kernel
+        (``⟨K/std, patch⟩ − ⟨K/std, mean⟩``), one pass over the patches instead of three.
+    """
+    scaled = kernel / std.reshape(1, -1, 1, 1)
+    bias = (scaled * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    return patches.flatten(1) @ scaled.flatten(1).T - bias
+
+
 def encode_composed(x: Tensor, kernel: Tensor, config: ModularAEConfig) -> Tensor:
     """Official encoding. ``x``: ``[B,C,H,W]`` normalised → ``[B,k·l,h,w]``."""
     return F.conv2d(x, kernel, stride=config.stride, padding=config.padding)

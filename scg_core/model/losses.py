@@ -66,16 +66,30 @@ class EquivarianceCodebook(nn.Module):
                 torch.arange(nt, device=device) * (2 * math.pi / nt))
 
     def forward(self, delta: Tensor) -> Tensor:
-        """``delta [N,3]`` → every module's matrix ``[N, k, l, l]``."""
-        k = self.matrices.shape[0]
-        module = torch.arange(k, device=delta.device)
-        return self.sample(delta[:, None, :].expand(-1, k, -1), module[None, :])
+        """``delta [N,3]`` → every module's matrix ``[N, k, l, l]``.
 
-    def sample(self, delta: Tensor, module: Tensor) -> Tensor:
-        """Interpolated matrices for per-element modules: ``delta [...,3]``, ``module [...]``
-        (broadcast against ``delta[..., 0]``) → ``[..., l, l]``."""
+        The trilinear weights of the grid points form one ``[N, G]`` matrix (8 non-zeros a row)
+        that multiplies the codebook: a matmul forwards and backwards, where gathering the 8
+        corners would scatter-add in the backward pass (serial on the CPU, atomics on the GPU).
+        """
+        k, nx, ny, nt, l, _ = self.matrices.shape
+        wx, wy, wt = self.axis_weights(delta)  # (N, n_tx), (N, n_ty), (N, n_θ)
+        weights = (wx[:, :, None, None] * wy[:, None, :, None] * wt[:, None, None, :]).flatten(1)  # (N, G)
+        table = self.matrices.permute(1, 2, 3, 0, 4, 5).reshape(nx * ny * nt, k * l * l)  # (G, k·l·l)
+        return (weights @ table).view(-1, k, l, l)
+
+    def axis_weights(self, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Linear-interpolation weights along each grid axis: ``delta [N,3]`` → ``[N, n_tx]``,
+        ``[N, n_ty]``, ``[N, n_θ]`` (two non-zeros each; the same clamping and wrapping as :meth:`sample`)."""
+        out = []
+        for axis, ((i0, w0), (i1, w1)) in enumerate(self._corners(delta)):
+            w = torch.zeros(*delta.shape[:-1], self.grid[axis], dtype=delta.dtype, device=delta.device)
+            out.append(w.scatter_add(-1, i0[..., None], w0[..., None]).scatter_add(-1, i1[..., None], w1[..., None]))
+        return tuple(out)
+
+    def _corners(self, delta: Tensor) -> list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]:
+        """Per axis, the two neighbouring grid indices of ``delta [...,3]`` and their weights."""
         lo, hi = self.translation_range
-        module = torch.broadcast_to(module, delta.shape[:-1])
         corners = []
         for axis, n in enumerate(self.grid[:2]):
             pos = (delta[..., axis] - lo) / (hi - lo) * (n - 1) if n > 1 and hi > lo else torch.zeros_like(delta[..., axis])
@@ -88,6 +102,13 @@ class EquivarianceCodebook(nn.Module):
         i0 = pos.floor().long().remainder(nt)  # remainder also maps a rounding-up to 2π onto 0
         frac = (pos - pos.floor()).clamp(0, 1)
         corners.append(((i0, 1 - frac), ((i0 + 1) % nt, frac)))
+        return corners
+
+    def sample(self, delta: Tensor, module: Tensor) -> Tensor:
+        """Interpolated matrices for per-element modules: ``delta [...,3]``, ``module [...]``
+        (broadcast against ``delta[..., 0]``) → ``[..., l, l]``."""
+        module = torch.broadcast_to(module, delta.shape[:-1])
+        corners = self._corners(delta)
         out = 0
         for ix, wx in corners[0]:
             for iy, wy in corners[1]:

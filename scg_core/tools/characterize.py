@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..formats.images import load_image
 from ..formats.weights import WeightsError, load, save
+from ..model import functional as Fn
 from ..model.groups import Group, validate_groups
 from ..model.modular_ae import ModularAE
 from ..model.pairs import sample_patch_pairs
@@ -176,8 +177,8 @@ def equivariance_error(model: ModularAE, image: Tensor, per_cell: int = 64, grid
             for t in range(grid[2]):
                 delta = torch.tensor([a, b, 2 * math.pi * t / grid[2]]).expand(2 * per_cell, 3)
                 P, Q, _ = sample_patch_pairs([image[0]], 2 * per_cell, g, model.config.receptive_field, shift, delta=delta)
-                f = torch.einsum("jcxy,ncxy->nj", kernel, model.normalize(P)).double().view(-1, k, l)
-                q = torch.einsum("jcxy,ncxy->nj", kernel, model.normalize(Q)).double().view(-1, k, l)
+                f = Fn.centre_features(kernel, P, model.mean, model.std).double().view(-1, k, l)
+                q = Fn.centre_features(kernel, Q, model.mean, model.std).double().view(-1, k, l)
                 fit_f, fit_q, ev_f, ev_q = f[:per_cell], q[:per_cell], f[per_cell:], q[per_cell:]
                 gram = torch.einsum("nki,nkj->kij", fit_f, fit_f) + 1e-9 * torch.eye(l, dtype=torch.float64)
                 cross = torch.einsum("nki,nkj->kij", fit_q, fit_f)
