@@ -12,6 +12,10 @@ side in one run:
 * ``device``: the images held once on the device and every batch drawn there with tensor ops
   (``training.image_bank``, the trainer's default).
 
+With ``--against REV`` the same loop also runs the trainer of an earlier commit (its objective and
+its data path, extracted with ``git archive``), in this run, so the speed-up is measured side by
+side (the issue-16 baseline: ``--against 89f6ae0``).
+
 Each phase — data, forward, backward, optimiser — is timed with the device synchronised before and
 after it, so the split is exact but the total is a little slower than an unsynchronised run; the
 ``steps/s`` column times whole unsynchronised steps separately.
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +42,44 @@ from training.image_bank import ImageBank, StepSampler  # noqa: E402
 from training.train_modular_ae import Objective, make_optimizer, parse_args  # noqa: E402
 
 PHASES = ("data", "forward", "backward", "optimiser")
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = """
+import sys, time, torch
+torch.set_num_threads({threads})
+from training.train_modular_ae import Objective, make_optimizer, parse_args
+from training.data import ImageFolder, PairBatches, min_image_size
+args = parse_args(["--preset", {preset!r}, "--data", {data!r}])
+torch.manual_seed(0)
+objective = Objective(args)
+optimizer = make_optimizer(objective, args)
+patch = objective.ae.config.receptive_field
+folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift))
+batches = PairBatches(folder, seed=0, rank=0, crop=args.crop, batch=args.batch, pairs=args.pairs, patch=patch,
+                      max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
+def step(i):
+    objective(batches[i])["total"].backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+for i in range({warmup}):
+    step(i)
+started = time.perf_counter()
+for i in range({warmup}, {warmup} + {steps}):
+    step(i)
+print({steps} / (time.perf_counter() - started))
+"""
+
+
+def baseline_steps_per_s(rev: str, data: Path, a: argparse.Namespace) -> float:
+    """Steps/s of the trainer at commit ``rev`` (CPU only), run from a ``git archive`` of it."""
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "scg_core", "training"], check=True,
+                                 capture_output=True).stdout
+        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+        code = BASELINE.format(threads=a.threads, preset=a.preset, data=str(data), warmup=a.warmup, steps=2 * a.steps)
+        out = subprocess.run([sys.executable, "-c", code], cwd=tree, check=True, capture_output=True, text=True,
+                             env={**__import__("os").environ, "PYTHONPATH": tree})
+        return float(out.stdout.strip().splitlines()[-1])
 
 
 def synchronise(device: torch.device) -> None:
@@ -96,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
     p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated")
+    p.add_argument("--against", metavar="REV", help="also time the trainer of this git commit (CPU), e.g. 89f6ae0")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -114,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             objective = Objective(args).to(device)
             rows.append(bench(name, draws[name], objective, make_optimizer(objective, args), device, a.steps, a.warmup, a.compile))
+        before = baseline_steps_per_s(a.against, data, a) if a.against else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {a.threads} threads"
     print(f"train_modular_ae at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs) on {gpu}, "
           f"torch {torch.__version__}, compile={a.compile}")
@@ -124,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.0f}% |")
     if len(rows) == 2:
         print(f"device / host: {rows[1]['steps_per_s'] / rows[0]['steps_per_s']:.2f}× steps/s")
+    if before is not None:
+        print(f"| trainer at {a.against} | {before:.1f} | | | | | | |")
+        print(f"{rows[-1]['path']} / {a.against}: {rows[-1]['steps_per_s'] / before:.2f}× steps/s")
     if a.json:
-        a.json.write_text(json.dumps({"device": gpu, "compile": a.compile, "rows": rows}, indent=2))
+        a.json.write_text(json.dumps({"device": gpu, "compile": a.compile, "rows": rows, "against": a.against,
+                                      "against_steps_per_s": before}, indent=2))
     return 0
 
 
