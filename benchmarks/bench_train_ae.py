@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {a.threads} threads"
     print(f"train_modular_ae at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs) on {gpu}, "
           f"torch {torch.__version__}, compile={a.compile}")
-    print(f"| path | steps/s | ms/step (synchronised) | data ms | forward ms | backward ms | optimiser ms | data share |")
+    print("| path | steps/s | ms/step (synchronised) | data ms | forward ms | backward ms | optimiser ms | data share |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['data_ms']:.1f} | {r['forward_ms']:.1f} | "
