@@ -11,7 +11,17 @@ frozen models in the mixed-precision dtype, VAE and text encoder run every step,
 conditioning image, default AdamW.
 Both: same random-weight models, batch, resolution, mixed precision (ControlNet fp32 master
 weights under autocast), gradient clipping. Each variant runs in its own child process (so peak
-memory is its own) and the two alternate for ``--rounds`` rounds; the table gives medians and the ratio.
+memory is its own) and the variants alternate for ``--rounds`` rounds; the table gives medians and
+the ratio to the reference.
+
+Speed levers (``training/speed.py``) are measured one by one with ``--variants``, e.g.
+
+    python benchmarks/bench_train_controlnet.py --device cuda --shapes sd15 --resolution 512 --precision bf16 \
+        --variants reference,ours,ours+channels_last,ours+compile,ours+tf32,ours+cudnn_benchmark,ours+sdpa_flash,ours+hint_mixed
+
+and batch sizes with ``--batches 4,8,16``. The table also gives samples/s per GiB of peak memory
+and, on a GPU whose bf16 peak is known (or ``--peak-tflops``), the model FLOPs utilisation: the
+FLOPs of one step (``torch.utils.flop_counter``, forward and backward) × steps/s ÷ the peak.
 """
 
 from __future__ import annotations
@@ -84,7 +94,9 @@ def child(args) -> dict:
     pixels = torch.rand(B, 3, R, R, generator=g)
     ids = torch.randint(0, text.config.vocab_size, (B, 77), generator=g)
     ae = scg_core.load_default().to(device)
-    ours = args.variant == "ours"
+    ours = args.variant.startswith("ours")
+    levers = variant_levers(args.variant)
+    levers.set_backends()
     if ours:
         unet.set_attn_processor(AttnProcessor2_0())
         controlnet.set_attn_processor(AttnProcessor2_0())
@@ -95,7 +107,7 @@ def child(args) -> dict:
         params = list(controlnet.parameters())
         optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda" or None)
         parts = StableDiffusionParts(unet, vae, text, None, noise, "bench")
-        objective = ControlNetObjective(parts, None, HintMaker(ae, ["brightness"]), device, dtype)
+        objective = ControlNetObjective(parts, None, HintMaker(ae, ["brightness"]), device, dtype, levers)
     else:
         vae.to(device, dtype)
         text.to(device, dtype)
@@ -117,7 +129,7 @@ def child(args) -> dict:
         return torch.nn.functional.mse_loss(pred.float(), eps.float())
 
     if ours:
-        objective.controlnet = model
+        objective.controlnet, objective.unet = levers.prepare(model), levers.prepare(unet)
 
     def one_step(n):
         gen = step_generator(device, 0, 0, n)
@@ -145,8 +157,43 @@ def child(args) -> dict:
     elapsed = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"samples_per_s": B * args.steps / elapsed, "peak_bytes": peak, "loss": float(loss),
+    flops = None
+    if args.count_flops and levers.compile == "none":  # counted on the eager step (compiled graphs hide their ops)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            one_step(args.warmup + args.steps)
+        flops = counter.get_total_flops()
+    return {"samples_per_s": B * args.steps / elapsed, "peak_bytes": peak, "loss": float(loss), "flops_per_step": flops,
             "memory": "CUDA max allocated" if device.type == "cuda" else "peak RSS of the process"}
+
+
+LEVER_NAMES = {"channels_last": {"channels_last": True}, "compile": {"compile": "default"},
+               "compile_graphs": {"compile": "reduce-overhead"}, "tf32": {"tf32": True},
+               "cudnn_benchmark": {"cudnn_benchmark": True}, "hint_mixed": {"hint_dtype": "mixed"},
+               **{f"sdpa_{b}": {"sdpa_backend": b} for b in ("flash", "efficient", "cudnn", "math")}}
+BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
+
+
+def variant_levers(variant: str):
+    """``ours+channels_last+tf32`` → those :class:`training.speed.Levers`; the reference takes none."""
+    from training.speed import Levers
+
+    chosen = {}
+    for name in variant.split("+")[1:]:
+        if name not in LEVER_NAMES:
+            sys.exit(f"unknown lever {name!r}; choose from {', '.join(LEVER_NAMES)}")
+        chosen.update(LEVER_NAMES[name])
+    return Levers(**chosen)
+
+
+def peak_tflops(args) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if args.device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
 def main() -> None:
@@ -155,41 +202,64 @@ def main() -> None:
     p.add_argument("--shapes", default="tiny", choices=["tiny", "sd15"])
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batches", help="comma-separated batch sizes to sweep (each variant at each size)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--variants", default="reference,ours",
+                   help=f"comma-separated: reference, ours, ours+LEVER[+LEVER…] with LEVER in {', '.join(LEVER_NAMES)}")
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOPs utilisation")
+    p.add_argument("--no-flops", dest="count_flops", action="store_false", help="skip counting the FLOPs of a step")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    p.add_argument("--variant", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:
         print(json.dumps(child(args)))
         return
-    base = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "variant")]
-    runs: dict[str, list[dict]] = {"reference": [], "ours": []}
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        variant_levers(v)  # unknown levers fail before anything runs
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [args.batch]
+    skip = ("json", "variant", "variants", "batches", "batch", "count_flops", "peak_tflops")
+    base = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip]
+    base += [] if args.count_flops else ["--no-flops"]
+    runs: dict[tuple[str, int], list[dict]] = {(v, b): [] for b in batches for v in variants}
     for r in range(args.rounds):
-        for variant in runs:
-            out = subprocess.run([sys.executable, __file__, *base, "--variant", variant], capture_output=True, text=True, cwd=REPO)
+        for (variant, batch), results in runs.items():
+            out = subprocess.run([sys.executable, __file__, *base, f"--batch={batch}", "--variant", variant],
+                                 capture_output=True, text=True, cwd=REPO)
             if out.returncode:
-                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r + 1}: {variant:9s} {runs[variant][-1]['samples_per_s']:.3f} samples/s", file=sys.stderr)
-    summary = {v: {"samples_per_s": statistics.median(x["samples_per_s"] for x in rs),
-                   "peak_GiB": statistics.median(x["peak_bytes"] for x in rs) / 2**30} for v, rs in runs.items()}
-    memory = runs["ours"][0]["memory"]
-    print(f"\n{args.shapes} shapes, {args.resolution}², batch {args.batch}, precision {args.precision}, {args.device}"
+                sys.exit(f"{variant} (batch {batch}) failed:\n{out.stderr[-3000:]}")
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}: {variant:28s} batch {batch:3d} {results[-1]['samples_per_s']:.3f} samples/s", file=sys.stderr)
+    peak = peak_tflops(args)
+    summary = {}
+    for (variant, batch), rs in runs.items():
+        sps = statistics.median(x["samples_per_s"] for x in rs)
+        gib = statistics.median(x["peak_bytes"] for x in rs) / 2**30
+        flops = next((x["flops_per_step"] for x in rs if x.get("flops_per_step")), None)
+        mfu = flops * sps / batch / (peak * 1e12) if flops and peak else None
+        summary[f"{variant} @ {batch}"] = {"variant": variant, "batch": batch, "samples_per_s": sps, "peak_GiB": gib,
+                                           "samples_per_s_per_GiB": sps / gib, "tflops_per_step": flops and flops / 1e12,
+                                           "mfu": mfu}
+    memory = next(iter(runs.values()))[0]["memory"]
+    print(f"\n{args.shapes} shapes, {args.resolution}², precision {args.precision}, {args.device}"
           f"{f' ({torch.cuda.get_device_name()})' if args.device == 'cuda' else f', {args.threads} threads'}; "
           f"median of {args.rounds} rounds × {args.steps} steps")
-    print(f"| step | samples/s | peak memory (GiB, {memory}) |\n|---|---|---|")
-    for v, s in summary.items():
-        print(f"| {v} | {s['samples_per_s']:.3f} | {s['peak_GiB']:.2f} |")
-    ratio = summary["ours"]["samples_per_s"] / summary["reference"]["samples_per_s"]
-    mem = summary["ours"]["peak_GiB"] / summary["reference"]["peak_GiB"]
-    print(f"\nours / reference: {ratio:.2f}× samples/s, {mem:.2f}× peak memory")
+    print(f"| step | batch | samples/s | × reference | peak GiB ({memory}) | samples/s per GiB | TFLOP/step | MFU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in summary.values():
+        ref = summary.get(f"reference @ {s['batch']}")
+        ratio = f"{s['samples_per_s'] / ref['samples_per_s']:.2f}×" if ref else ""
+        tf = f"{s['tflops_per_step']:.2f}" if s["tflops_per_step"] else ""
+        mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else ""
+        print(f"| {s['variant']} | {s['batch']} | {s['samples_per_s']:.3f} | {ratio} | {s['peak_GiB']:.2f} | "
+              f"{s['samples_per_s_per_GiB']:.3f} | {tf} | {mfu} |")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "speed_ratio": ratio, "memory_ratio": mem,
-                                         "runs": runs}, indent=1))
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
+                                         "runs": {f"{v} @ {b}": rs for (v, b), rs in runs.items()}}, indent=1))
 
 
 if __name__ == "__main__":

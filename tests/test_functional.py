@@ -124,7 +124,7 @@ def test_centre_features_fold_the_normalisation_into_the_kernel():
     with torch.no_grad():
         for p in ae.parameters():
             p.normal_(generator=torch.Generator().manual_seed(1))
-    kernel = Fn.compose_kernel(ae.factor_weights(), ae.config)
+        kernel = Fn.compose_kernel(ae.factor_weights(), ae.config)
     R = ae.config.receptive_field
     patches = torch.rand(5, 3, R, R, generator=torch.Generator().manual_seed(0))
     expected = torch.einsum("jcxy,ncxy->nj", kernel, ae.normalize(patches))

@@ -14,6 +14,8 @@ from torch import Tensor
 
 import scg_core
 
+from .speed import Levers
+
 
 class HintMaker:
     """pixels ``[B,3,H,W]`` in [0,1] (+ a group number per sample) → hints ``[B,3,H,W]`` in [0,1].
@@ -55,13 +57,17 @@ class ControlNetObjective:
     """Noise-prediction loss of a ControlNet on a frozen SD1.5 UNet.
 
     ``frozen_dtype`` is the dtype the frozen UNet/VAE/text encoder run in; the ControlNet keeps
-    fp32 master weights and runs under the accelerator's autocast.
+    fp32 master weights and runs under the accelerator's autocast. ``levers``
+    (:class:`training.speed.Levers`) set the memory format, attention kernel and hint dtype;
+    ``unet`` is the frozen UNet to call (a compiled wrapper of ``parts.unet``, say).
     """
 
     def __init__(self, parts, controlnet: torch.nn.Module, hints: HintMaker, device: torch.device,
-                 frozen_dtype: torch.dtype = torch.float32) -> None:
+                 frozen_dtype: torch.dtype = torch.float32, levers: Levers | None = None) -> None:
         self.parts, self.controlnet, self.hints = parts, controlnet, hints
         self.device, self.frozen_dtype = device, frozen_dtype
+        self.levers = levers or Levers()
+        self.unet = parts.unet
         self.scaling = parts.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -97,12 +103,14 @@ class ControlNetObjective:
         sched = self.parts.noise_scheduler
         t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=g, device=latents.device)
         noisy = sched.add_noise(latents, noise, t)
-        hint = self.hints(pixels, batch.get("group"))
-        text = text.to(self.frozen_dtype)
-        down, mid = self.controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=hint, return_dict=False)
-        pred = self.parts.unet(noisy.to(self.frozen_dtype), t, encoder_hidden_states=text,
-                               down_block_additional_residuals=[r.to(self.frozen_dtype) for r in down],
-                               mid_block_additional_residual=mid.to(self.frozen_dtype), return_dict=False)[0]
+        fmt = self.levers.memory_format
+        hint = self.hints(pixels, batch.get("group")).to(self.levers.hint_cast(self.frozen_dtype)).contiguous(memory_format=fmt)
+        text, noisy = text.to(self.frozen_dtype), noisy.contiguous(memory_format=fmt)
+        with self.levers.attention():
+            down, mid = self.controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=hint, return_dict=False)
+            pred = self.unet(noisy.to(self.frozen_dtype), t, encoder_hidden_states=text,
+                             down_block_additional_residuals=[r.to(self.frozen_dtype) for r in down],
+                             mid_block_additional_residual=mid.to(self.frozen_dtype), return_dict=False)[0]
         target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
         return F.mse_loss(pred.float(), target.float())
 

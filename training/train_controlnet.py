@@ -34,7 +34,7 @@ import scg_core
 from scg_core.controlnet.metadata import controlnet_metadata
 from scg_core.hosts.selection import parse_gains, parse_groups
 
-from . import loop
+from . import loop, speed
 from .caption_data import CaptionedImages, TrainingSamples, describe
 from .checkpoints import Checkpoints
 from .controlnet_export import DTYPES, export_controlnet
@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--save-every-rank", action="store_true", help="diagnostic: each rank also writes its final ControlNet")
     r.add_argument("--report-to", choices=["auto", "tensorboard", "none"], default="auto",
                    help="auto: tensorboard when installed")
+    speed.add_arguments(p)
     args = p.parse_args(argv)
     for name in ("batch", "grad_accum", "resolution", "checkpoint_every", "keep_last", "log_every", "validate_every", "validation_steps"):
         if getattr(args, name) < 1:
@@ -169,7 +170,9 @@ def main(args: argparse.Namespace) -> dict:
     total = args.steps or max(1, math.ceil(args.epochs * len(data) / per_step))
     optimizer = make_optimizer(controlnet, args)
     scheduler = make_scheduler(optimizer, args)
-    objective = ControlNetObjective(parts, controlnet, hints, device, frozen_dtype)
+    levers = speed.Levers.from_args(args)
+    levers.set_backends()
+    objective = ControlNetObjective(parts, controlnet, hints, device, frozen_dtype, levers)
     cache = latent_cache(args, data) if args.cache_latents else None
     samples = TrainingSamples(data, resolution=args.resolution, batch=args.batch, seed=args.seed, rank=rank, world=world,
                               center_crop=args.center_crop, random_flip=args.random_flip,
@@ -179,7 +182,7 @@ def main(args: argparse.Namespace) -> dict:
         fill_cache(cache, args, data, samples, objective, accelerator)
 
     model, optimizer = accelerator.prepare(controlnet, optimizer)
-    objective.controlnet = model
+    objective.controlnet, objective.unet = levers.prepare(model), levers.prepare(parts.unet)
     checkpoints = Checkpoints(args.output_dir / "checkpoints", trainer=TRAINER, args=args, accelerator=accelerator,
                               model=model, optimizer=optimizer, scheduler=scheduler, keep_last=args.keep_last)
     start = checkpoints.resume(args.resume)
