@@ -242,18 +242,18 @@ def main() -> None:
         flops = next((x["flops_per_step"] for x in rs if x.get("flops_per_step")), None)
         mfu = flops * sps / batch / (peak * 1e12) if flops and peak else None
         summary[f"{variant} @ {batch}"] = {"variant": variant, "batch": batch, "samples_per_s": sps, "peak_GiB": gib,
-                                           "samples_per_s_per_GiB": sps / gib, "tflops_per_step": flops and flops / 1e12,
+                                           "samples_per_s_per_GiB": sps / gib, "gflops_per_step": flops and flops / 1e9,
                                            "mfu": mfu}
     memory = next(iter(runs.values()))[0]["memory"]
     print(f"\n{args.shapes} shapes, {args.resolution}², precision {args.precision}, {args.device}"
           f"{f' ({torch.cuda.get_device_name()})' if args.device == 'cuda' else f', {args.threads} threads'}; "
           f"median of {args.rounds} rounds × {args.steps} steps")
-    print(f"| step | batch | samples/s | × reference | peak GiB ({memory}) | samples/s per GiB | TFLOP/step | MFU |")
+    print(f"| step | batch | samples/s | × reference | peak GiB ({memory}) | samples/s per GiB | GFLOP/step | MFU |")
     print("|---|---|---|---|---|---|---|---|")
     for s in summary.values():
         ref = summary.get(f"reference @ {s['batch']}")
         ratio = f"{s['samples_per_s'] / ref['samples_per_s']:.2f}×" if ref else ""
-        tf = f"{s['tflops_per_step']:.2f}" if s["tflops_per_step"] else ""
+        tf = f"{s['gflops_per_step']:,.1f}" if s["gflops_per_step"] else ""
         mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else ""
         print(f"| {s['variant']} | {s['batch']} | {s['samples_per_s']:.3f} | {ratio} | {s['peak_GiB']:.2f} | "
               f"{s['samples_per_s_per_GiB']:.3f} | {tf} | {mfu} |")
