@@ -50,8 +50,29 @@ def psnr_ssim(generated: Tensor, original: Tensor) -> dict[str, Tensor]:
     return out
 
 
+CLIP_DEFAULT = "openai/clip-vit-large-patch14"
+
+
+def cached_clip() -> Path | None:
+    """The Hugging Face cache's copy of :data:`CLIP_DEFAULT`, if one was downloaded before."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(CLIP_DEFAULT, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def cached_inception() -> Path | None:
+    """torch-fidelity's Inception in torch's hub cache, where torch-fidelity keeps it, if present."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    return path if path.is_file() else None
+
+
 def load_clip(path: str | Path | None) -> Callable[[], tuple[nn.Module, object]]:
-    """A loader for :class:`torchmetrics.multimodal.CLIPScore` from a local CLIP folder."""
+    """A loader for :class:`torchmetrics.multimodal.CLIPScore` from a local CLIP folder (``None``:
+    the Hugging Face cache's copy of :data:`CLIP_DEFAULT`, if any)."""
+    path = path if path is not None else cached_clip()
     if path is None or not (Path(path) / "config.json").is_file():
         raise MissingMetricWeights(
             f"CLIP weights not found{f' in {path}' if path else ''}: pass --clip DIR, a folder holding a CLIP model "
@@ -69,11 +90,12 @@ def load_clip(path: str | Path | None) -> Callable[[], tuple[nn.Module, object]]
 
 def fid_metric(inception: str | Path | nn.Module | None, device: torch.device | str = "cpu"):
     """torchmetrics' FID over torch-fidelity's Inception (2048 features) read from a local weights
-    file, or over any module mapping uint8 ``[B,3,H,W]`` to ``[B,F]`` features (tests)."""
+    file (``None``: torch-fidelity's copy in torch's hub cache, if any), or over any module mapping uint8 ``[B,3,H,W]`` to ``[B,F]`` features (tests)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if isinstance(inception, nn.Module):
         return FrechetInceptionDistance(feature=inception).to(device)
+    inception = inception if inception is not None else cached_inception()
     if inception is None or not Path(inception).is_file():
         raise MissingMetricWeights(
             f"Inception weights for FID not found{f' at {inception}' if inception else ''}: pass --inception FILE, "

@@ -12,9 +12,10 @@ with the original: PSNR and SSIM on grey and on colour images, CLIP (image–ima
 column, and the usual image–caption score) and FID. ``--canny-controlnet`` adds the paper's baseline
 row: the same through OpenCV Canny edges and a Canny ControlNet.
 
-Writes ``OUT/<group>/`` (``generated/``, ``hints/``, ``per_image.csv``, ``grid-NNN.png``: source | hint |
-generated) and ``OUT/summary.{md,csv,json}``. A rerun with the same settings reuses the images
-already generated; other settings in the same ``--out`` are refused.
+Writes ``OUT/<group>/`` (``generated/``, ``hints/``, ``metrics.{md,csv,json}``, ``per_image.csv``,
+``grid-NNN.png``: source | hint | generated) and ``OUT/summary.{md,csv,json}`` with every group. A
+rerun with the same settings reuses the images already generated; other settings in the same
+``--out`` are refused.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     e = p.add_argument_group("metrics (feature networks are read from local files, never downloaded)")
     e.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)}")
-    e.add_argument("--clip", type=Path, help="a local CLIP model folder (transformers layout), for the CLIP metrics")
-    e.add_argument("--inception", type=Path, help="torch-fidelity's FID Inception weights file, for FID")
+    e.add_argument("--clip", type=Path, help="a local CLIP model folder (transformers layout), for the CLIP metrics "
+                                             "(default: openai/clip-vit-large-patch14 from the Hugging Face cache, if there)")
+    e.add_argument("--inception", type=Path, help="torch-fidelity's FID Inception weights file, for FID (default: "
+                                                  "torch-fidelity's copy in torch's hub cache, if there)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args(argv)
     args.metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -297,12 +300,18 @@ def evaluate_group(args, name, items, hint_fn, pipe, controlnet, scores: Scores,
         writer.writeheader()
         writer.writerows(rows)
     result = scores.compute()
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_tables(folder, {name: result}, args)
     return result
 
 
 def write_summary(out: Path, results: dict[str, dict], args) -> None:
-    """``summary.md``/``.csv``/``.json``: one column per group, one row per metric (the paper's layout)."""
+    """``OUT/summary.md``/``.csv``/``.json``: every group side by side, printed too."""
+    print(write_tables(out, results, args, stem="summary"))
+
+
+def write_tables(out: Path, results: dict[str, dict], args, stem: str = "metrics") -> str:
+    """``STEM.md``/``.csv``/``.json``: one column per group, one row per metric (the paper's layout);
+    returns the Markdown."""
     names = list(results)
     present = [(k, label) for k, label in ROWS if any(k in r for r in results.values())]
     fmt = lambda v: "" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
@@ -312,14 +321,14 @@ def write_summary(out: Path, results: dict[str, dict], args) -> None:
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label in present:
         lines.append(f"| {label} | " + " | ".join(fmt(results[n].get(key)) for n in names) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    with (out / "summary.csv").open("w", newline="") as f:
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    with (out / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["metric", *names])
         for key, _ in present + [("images", "images")]:
             writer.writerow([key, *[results[n].get(key, "") for n in names]])
-    (out / "summary.json").write_text(json.dumps(results, indent=2))
-    print("\n".join(lines))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,9 @@ def test_deterministic_and_resumable(setup, tmp_path):
         evaluate(setup, a, "--groups", "brightness", "--metrics", "psnr,ssim", "--steps", "3")
 
 
-def test_bad_inputs_are_named(setup, tmp_path):
+def test_bad_inputs_are_named(setup, tmp_path, monkeypatch):
+    monkeypatch.setattr("training.eval_metrics.cached_clip", lambda: None)  # whatever this machine's caches hold
+    monkeypatch.setattr("training.eval_metrics.cached_inception", lambda: None)
     common = ["--base", str(setup["base"]), "--controlnet", str(setup["controlnet"]), "--data", str(setup["photos"]),
               "--out", str(tmp_path / "o"), "--device", "cpu", "--resolution", "64"]
     with pytest.raises(SystemExit, match="CLIP weights not found.*--clip DIR.*huggingface-cli download"):
@@ -197,3 +199,29 @@ def test_bad_inputs_are_named(setup, tmp_path):
         main(parse_args([*common, "--metrics", "psnr", "--groups", "sparkles"]))
     with pytest.raises(SystemExit):
         parse_args([*common, "--metrics", "psnr,bleu"])
+
+
+def test_feature_networks_are_found_in_the_libraries_caches(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from training import eval_metrics
+
+    # the Hugging Face cache layout: models--ORG--NAME/refs/main → snapshots/<commit>/
+    repo = tmp_path / "hub" / "models--openai--clip-vit-large-patch14"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert eval_metrics.cached_clip() == repo / "snapshots" / "abc123"
+    assert callable(eval_metrics.load_clip(None))  # found there: no error, nothing downloaded
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch"))
+    try:
+        assert eval_metrics.cached_inception() is None
+        weights = tmp_path / "torch" / "checkpoints" / eval_metrics.INCEPTION_FILE
+        weights.parent.mkdir(parents=True)
+        weights.write_bytes(b"")
+        assert eval_metrics.cached_inception() == weights
+    finally:
+        torch.hub.set_dir(previous)
