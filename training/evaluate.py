@@ -264,10 +264,12 @@ def evaluate_group(args, name, items, hint_fn, pipe, controlnet, scores: Scores,
     (folder / "hints").mkdir(parents=True, exist_ok=True)
     pipe.controlnet = controlnet.to(device, dtype)
     files = [f"{i:05d}_{item.path.stem}.png" for i, item in enumerate(items)]
-    todo = [i for i, f in enumerate(files) if not (folder / "generated" / f).is_file()]
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"generating {name}", unit="img")
-    for start in range(0, len(todo), args.batch):
-        chunk = todo[start:start + args.batch]
+    missing = {i for i, f in enumerate(files) if not (folder / "generated" / f).is_file()}
+    # Batches are always the same slices of the list, so an image regenerated on resume sees the
+    # same batch — hence the same float rounding — as in an uninterrupted run.
+    chunks = [list(range(s, min(s + args.batch, len(items)))) for s in range(0, len(items), args.batch)]
+    bar = tqdm(total=len(items), initial=len(items) - len(missing), desc=f"generating {name}", unit="img")
+    for chunk in (c for c in chunks if missing.intersection(c)):
         originals = [original_of(items[i].path, args.resolution) for i in chunk]
         hints = torch.cat([hint_fn(o) for o in originals])
         prompts = [items[i].captions[0] if items[i].captions else "" for i in chunk]
@@ -277,9 +279,10 @@ def evaluate_group(args, name, items, hint_fn, pipe, controlnet, scores: Scores,
                           num_inference_steps=args.steps, guidance_scale=args.guidance, generator=generators,
                           controlnet_conditioning_scale=args.conditioning_scale, output_type="pt").images
         for i, hint, image in zip(chunk, hints, images, strict=True):
-            tensor_to_pil(hint).save(folder / "hints" / files[i])
-            tensor_to_pil(image.float().cpu()).save(folder / "generated" / files[i])  # written last: marks it done
-        bar.update(len(chunk))
+            if i in missing:
+                tensor_to_pil(hint).save(folder / "hints" / files[i])
+                tensor_to_pil(image.float().cpu()).save(folder / "generated" / files[i])  # written last: marks it done
+        bar.update(len(missing.intersection(chunk)))
     bar.close()
 
     rows, grid = [], []

@@ -79,9 +79,9 @@ def setup(tmp_path_factory):
     parts = load_base(base)
     torch.manual_seed(1)
     controlnet = make_controlnet(parts.unet)
-    with torch.no_grad():  # a ControlNet that does something: non-zero output convolutions
+    with torch.no_grad():  # a ControlNet whose hint matters: its zero-initialised convolutions made non-zero
         for name, p in controlnet.named_parameters():
-            if "zero_conv" in name or "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+            if any(z in name for z in ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
                 p.normal_(0, 0.05)
     ae = scg_core.load_default()
     meta = controlnet_metadata(ae, ["brightness", "edges"], random_groups=True, base_model=parts.family)
@@ -225,3 +225,29 @@ def test_feature_networks_are_found_in_the_libraries_caches(tmp_path, monkeypatc
         assert eval_metrics.cached_inception() == weights
     finally:
         torch.hub.set_dir(previous)
+
+
+def test_converted_official_controlnets_get_their_hint_border(setup, tmp_path):
+    # a converted official ControlNet records scg_official_hint; evaluate feeds it as SCG ControlNet Apply does
+    from safetensors import safe_open
+
+    from scg_core.controlnet.official_hint import OfficialHint, OfficialHintConv
+    from training.evaluate import load_controlnet
+
+    with safe_open(str(setup["controlnet"]), framework="pt") as f:
+        meta = dict(f.metadata())
+    official = OfficialHint((0.4, 0.45, 0.5))
+    parts = load_base(setup["base"])
+    plain = load_controlnet(str(setup["controlnet"]), parts.unet)
+    export_controlnet(plain, tmp_path / "official.safetensors", {**meta, "scg_official_hint": official.to_json()}, "fp32")
+    wrapped = load_controlnet(str(tmp_path / "official.safetensors"), parts.unet)
+    assert isinstance(wrapped.controlnet_cond_embedding.conv_in, OfficialHintConv)
+    assert not isinstance(plain.controlnet_cond_embedding.conv_in, OfficialHintConv)
+    g = torch.Generator().manual_seed(0)
+    latents, hint = torch.randn(1, 4, 8, 8, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    text = torch.randn(1, 77, parts.unet.config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        a = plain(latents, 10, encoder_hidden_states=text, controlnet_cond=hint, return_dict=False)[0]
+        b = wrapped(latents, 10, encoder_hidden_states=text, controlnet_cond=hint, return_dict=False)[0]
+    assert [x.shape for x in a] == [x.shape for x in b]  # the crop and pad keep the latent's size
+    assert any(not torch.allclose(x, y) for x, y in zip(a, b, strict=True))  # and the border is the official one
