@@ -24,7 +24,9 @@ after it, so the split is exact but the total is a little slower than an unsynch
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -74,11 +76,11 @@ def baseline_steps_per_s(rev: str, data: Path, a: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as tree:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "scg_core", "training"], check=True,
                                  capture_output=True).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tree, filter="data")
         code = BASELINE.format(threads=a.threads, preset=a.preset, data=str(data), warmup=a.warmup, steps=2 * a.steps)
         out = subprocess.run([sys.executable, "-c", code], cwd=tree, check=True, capture_output=True, text=True,
-                             env={**__import__("os").environ, "PYTHONPATH": tree})
+                             env={**os.environ, "PYTHONPATH": tree})
         return float(out.stdout.strip().splitlines()[-1])
 
 

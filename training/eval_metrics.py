@@ -93,8 +93,10 @@ def fid_metric(inception: str | Path | nn.Module | None, device: torch.device | 
     file (``None``: torch-fidelity's copy in torch's hub cache, if any), or over any module mapping uint8 ``[B,3,H,W]`` to ``[B,F]`` features (tests)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    # the originals are the same images for every group: their features are computed once and
+    # kept across reset(), which clears only the generated images' features
     if isinstance(inception, nn.Module):
-        return FrechetInceptionDistance(feature=inception).to(device)
+        return FrechetInceptionDistance(feature=inception, reset_real_features=False).to(device)
     inception = inception if inception is not None else cached_inception()
     if inception is None or not Path(inception).is_file():
         raise MissingMetricWeights(
@@ -106,36 +108,46 @@ def fid_metric(inception: str | Path | nn.Module | None, device: torch.device | 
     if importlib.util.find_spec("torch_fidelity") is None:
         raise MissingMetricWeights("FID with the standard Inception needs torch-fidelity: pip install -e '.[fid]' (it "
                                    "needs torchvision: install the torch and torchvision builds that match first)")
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception)).to(device)
+    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception),
+                                    reset_real_features=False).to(device)
+
+
+def clip_metric(loader: Callable[[], tuple[nn.Module, object]], device: torch.device | str = "cpu"):
+    """torchmetrics' CLIPScore over the CLIP model ``loader`` gives (:func:`load_clip`)."""
+    from torchmetrics.multimodal.clip_score import CLIPScore
+
+    return CLIPScore(model_name_or_path=loader).to(device)
 
 
 class Scores:
     """Accumulates one group's metrics over batches.
 
     Args:
-        clip: a ``() → (CLIPModel, CLIPProcessor)`` loader (:func:`load_clip`), or None to skip CLIP.
-        fid: torchmetrics' FID (:func:`fid_metric`), or None to skip FID.
+        clip: torchmetrics' CLIPScore (:func:`clip_metric`), shared by every group, or None.
+        fid: torchmetrics' FID (:func:`fid_metric`), shared by every group, or None. It is reset
+            here for this group's generated images.
+        score_real: add the originals' features to ``fid`` (once, for the first group).
     """
 
-    def __init__(self, clip: Callable[[], tuple[nn.Module, object]] | None, fid, device: torch.device | str = "cpu") -> None:
-        from torchmetrics.multimodal.clip_score import CLIPScore
-
+    def __init__(self, clip, fid, score_real: bool = True) -> None:
         self.per_image: dict[str, list[Tensor]] = {}
-        self.clip_image = CLIPScore(model_name_or_path=clip).to(device) if clip else None
-        self.clip_text = CLIPScore(model_name_or_path=clip).to(device) if clip else None
-        self.fid = fid
-        self.count = 0
+        self.clip, self.fid, self.score_real = clip, fid, score_real
+        self.clip_text_sum, self.count = 0.0, 0
+        if fid is not None:
+            fid.reset()
 
     def update(self, generated: Tensor, original: Tensor, captions: Sequence[str]) -> dict[str, Tensor]:
         """Add a batch; returns its per-image PSNR/SSIM (and ``clip_image``, ``[B]``, when CLIP is on)."""
         per = psnr_ssim(generated, original)
-        if self.clip_image is not None:
-            per["clip_image"] = torch.stack([self.clip_image(g[None], o[None]).detach() / 100
-                                             for g, o in zip(_uint8(generated), _uint8(original), strict=True)]).cpu()
-            self.clip_text.update(list(_uint8(generated)), list(captions))
+        generated8, original8 = _uint8(generated), _uint8(original)
+        if self.clip is not None:
+            per["clip_image"] = torch.stack([self.clip(g[None], o[None]).detach() / 100
+                                             for g, o in zip(generated8, original8, strict=True)]).cpu()
+            self.clip_text_sum += float(self.clip(list(generated8), list(captions)).detach()) * len(captions)
         if self.fid is not None:
-            self.fid.update(_uint8(original), real=True)
-            self.fid.update(_uint8(generated), real=False)
+            if self.score_real:
+                self.fid.update(original8, real=True)
+            self.fid.update(generated8, real=False)
         for k, v in per.items():
             self.per_image.setdefault(k, []).append(v.cpu())
         self.count += generated.shape[0]
@@ -144,8 +156,8 @@ class Scores:
     def compute(self) -> dict[str, float]:
         """Means over every image added; ``clip_text`` (0–100) and ``fid`` when enabled."""
         out = {k: float(torch.cat(v).mean()) for k, v in self.per_image.items()}
-        if self.clip_text is not None:
-            out["clip_text"] = float(self.clip_text.compute())
+        if self.clip is not None:
+            out["clip_text"] = self.clip_text_sum / max(self.count, 1)
         if self.fid is not None:
             out["fid"] = float(self.fid.compute()) if self.count >= 2 else float("nan")
         out["images"] = self.count
@@ -155,11 +167,3 @@ class Scores:
 def _uint8(images: Tensor) -> Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
-
-def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """The closed form ``‖μ₁−μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½)`` (for checking; FID uses torchmetrics)."""
-    import scipy.linalg
-
-    covmean = scipy.linalg.sqrtm(sigma1.double().numpy() @ sigma2.double().numpy()).real
-    return float((mu1 - mu2).double().pow(2).sum() + torch.trace(sigma1.double() + sigma2.double())
-                 - 2 * float(covmean.trace()))

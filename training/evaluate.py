@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .caption_data import CaptionedImages
-from .eval_metrics import MissingMetricWeights, Scores, fid_metric, load_clip
+from .eval_metrics import MissingMetricWeights, Scores, clip_metric, fid_metric, load_clip
 from .sd_base import BaseModelError, load_base, make_controlnet
 
 METRICS = ("psnr", "ssim", "clip", "fid")
@@ -91,6 +91,7 @@ def main(args: argparse.Namespace, *, clip=None, fid_features=None) -> dict:
     """Run the evaluation; returns ``{group: metrics}``. ``clip`` / ``fid_features`` replace the
     networks read from ``--clip`` / ``--inception`` (a CLIP loader, a feature module: for tests)."""
     import scg_core
+    from scg_core.hosts.hint import source_hint
     from scg_core.hosts.selection import parse_gains, parse_groups
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -98,14 +99,14 @@ def main(args: argparse.Namespace, *, clip=None, fid_features=None) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
         args.precision, torch.bfloat16 if device.type == "cuda" else torch.float32)
     try:
-        clip_loader, fid = metric_networks(args, device, clip, fid_features)
+        clip_score, fid = metric_networks(args, device, clip, fid_features)
         data = CaptionedImages(args.data, args.captions, caption_column=args.caption_column, min_size=64)
-        ae = scg_core.load(args.ae) if args.ae else scg_core.load_default()
+        ae = (scg_core.load(args.ae) if args.ae else scg_core.load_default()).to(device)
         gains = parse_gains(args.gains)
-        selections = evaluation_groups(args, ae)
-        for selection in selections.values():
-            if selection != "canny":
-                ae.module_gains(parse_groups(selection), None, gains or None)  # unknown names fail here
+        selections = evaluation_groups(args)
+        kept = {name: parse_groups(s) for name, s in selections.items() if s != "canny"}
+        for groups in kept.values():
+            ae.module_gains(groups, None, gains or None)  # unknown names fail here
         parts = load_base(args.base, args.base_config)
         controlnets = {"scg": load_controlnet(args.controlnet, parts.unet)}
         if args.canny_controlnet:
@@ -116,43 +117,34 @@ def main(args: argparse.Namespace, *, clip=None, fid_features=None) -> dict:
     check_run(args, items, ae)
     pipe = pipeline(parts, device, dtype)
     results = {}
-    for name, selection in selections.items():
-        hint_fn = (lambda x, s=selection: canny_hint(x, *args.canny_thresholds)) if selection == "canny" else (
-            lambda x, s=selection: source_hint_of(ae, x, s, gains, device))
-        controlnet = controlnets["canny" if selection == "canny" else "scg"]
-        scores = Scores(clip_loader, fid() if fid else None, device)
+    for n, name in enumerate(selections):
+        if name in kept:
+            hint_fn = lambda x, groups=kept[name]: source_hint(ae, x, groups, gains).cpu()  # noqa: E731
+        else:
+            hint_fn = lambda x: canny_hint(x, *args.canny_thresholds)  # noqa: E731
+        controlnet = controlnets["scg" if name in kept else "canny"]
+        scores = Scores(clip_score, fid, score_real=n == 0)
         results[name] = evaluate_group(args, name, items, hint_fn, pipe, controlnet, scores, device, dtype)
     write_summary(args.out, results, args)
     return results
 
 
 def metric_networks(args, device, clip, fid_features):
-    """The CLIP loader and a factory of FID metrics, checked before any image is generated."""
-    clip_loader = None
-    if "clip" in args.metrics:
-        clip_loader = clip or load_clip(args.clip)
+    """The CLIP score and FID metrics every group shares, built (so checked) before any image is generated."""
+    clip_score = clip_metric(clip or load_clip(args.clip), device) if "clip" in args.metrics else None
     fid = None
     if "fid" in args.metrics:
-        fid_metric(fid_features if fid_features is not None else args.inception, device)  # fails now if absent
-
-        def fid():
-            return fid_metric(fid_features if fid_features is not None else args.inception, device)
-    return clip_loader, fid
+        fid = fid_metric(fid_features if fid_features is not None else args.inception, device)
+    return clip_score, fid
 
 
-def evaluation_groups(args, ae) -> dict[str, str | None]:
+def evaluation_groups(args) -> dict[str, str]:
     """``{folder name: selection text}`` (``"canny"`` for the baseline)."""
-    from scg_core.controlnet.metadata import parse_controlnet_metadata
+    from scg_core.controlnet.metadata import read_controlnet_info
 
     selections = list(args.groups or [])
     if not selections:
-        info = None
-        path = Path(args.controlnet)
-        if path.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                info = parse_controlnet_metadata(f.metadata())
+        info = read_controlnet_info(args.controlnet) if Path(args.controlnet).is_file() else None
         if info is None:
             raise ValueError(f"--controlnet {args.controlnet} does not say which groups it was trained on (no SCG "
                              "metadata): pass --groups")
@@ -194,8 +186,8 @@ def check_run(args, items, ae) -> None:
     path = args.out / "run.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        same_images = saved.get("images", [])[: len(items)] == settings["images"] or \
-            settings["images"][: len(saved.get("images", []))] == saved.get("images", [])
+        common = min(len(saved["images"]), len(items))  # another --num is fine: the same list, longer or shorter
+        same_images = saved["images"][:common] == settings["images"][:common]
         differ = [k for k in settings if k != "images" and saved.get(k) != settings[k]]
         if differ or not same_images:
             what = ", ".join(f"{k} ({saved.get(k)!r} there, {settings[k]!r} now)" for k in differ) or "the images"
@@ -231,13 +223,6 @@ def original_of(path: Path, resolution: int) -> Tensor:
     from scg_core.formats.images import fit_to_size, load_image
 
     return fit_to_size(load_image(path), (resolution, resolution))
-
-
-def source_hint_of(ae, original: Tensor, selection: str | None, gains: dict, device) -> Tensor:
-    from scg_core.hosts.hint import source_hint
-    from scg_core.hosts.selection import parse_groups
-
-    return source_hint(ae.to(device), original, parse_groups(selection or ""), gains).cpu()
 
 
 def canny_hint(original: Tensor, low: int, high: int) -> Tensor:

@@ -53,10 +53,6 @@ class ImageBank:
     def __len__(self) -> int:
         return self.heights.numel()
 
-    @property
-    def nbytes(self) -> int:
-        return self.flat.numel()
-
     def windows(self, image: Tensor, top: Tensor, left: Tensor, height: int, width: int) -> Tensor:
         """Rectangles cut from the stored images: ``image``, ``top``, ``left`` ``[M]`` long (on
         ``flat.device``) → ``[M, height, width, 3]`` uint8 on the training device.

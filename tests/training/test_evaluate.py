@@ -10,7 +10,7 @@ from torch import nn
 import scg_core
 from scg_core.controlnet.metadata import controlnet_metadata
 from training.controlnet_export import export_controlnet
-from training.eval_metrics import MissingMetricWeights, fid_metric, frechet_distance, psnr_ssim
+from training.eval_metrics import MissingMetricWeights, fid_metric, psnr_ssim
 from training.evaluate import main, parse_args
 from training.sd_base import load_base, make_controlnet
 
@@ -18,6 +18,15 @@ from .photos import write_photos
 from .tiny_sd import build_tiny_sd, byte_vocabulary
 
 # ---- the metric functions against known values
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """The closed form ``‖μ₁−μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½)``, by scipy (torchmetrics computes FID its own way)."""
+    import scipy.linalg
+
+    covmean = scipy.linalg.sqrtm(sigma1.double().numpy() @ sigma2.double().numpy()).real
+    return float((mu1 - mu2).double().pow(2).sum() + torch.trace(sigma1.double() + sigma2.double())
+                 - 2 * float(covmean.trace()))
 
 
 def test_psnr_of_a_constant_offset_is_its_closed_form():
