@@ -22,7 +22,8 @@ GROUPS_TOOLTIP = (
     "the official SCG autoencoder: HC0 (colour), HC1 (brightness), HC2, HC3 (edges), HC4, HC5 (higher frequency)."
 )
 GAINS_TOOLTIP = ("Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept); "
-                 "each factor > 0 and at most 10.")
+                 "each factor > 0 and at most 10. They multiply the display gain the weight file stores for a "
+                 "group (faint edge and texture groups are stored stretched to a visible contrast).")
 AE_TOOLTIP = ("From Load Modular AE; the bundled default when not connected (then the groups are checked "
               "before the run).")
 INFO_TOOLTIP = "What was computed (groups → modules, autoencoder, image size); the node also shows it after a run."

@@ -91,3 +91,22 @@ def test_low_pass_means_dc_within_3db_of_the_peak():
     (s, b), _ = kernel_stats(torch.stack([sagging, balanced]))
     assert s.preferred_frequency > 0 and s.dc_gain_ratio > 1 / 2**0.5
     assert b.dc_gain_ratio < 0.01
+
+
+def test_cli_calibrates_display_gains_from_a_photo_folder(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data
+
+    (tmp_path / "photos").mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(tmp_path / "photos" / f"{name}.png")
+    path = save(hand_built_model(), tmp_path / "ae.safetensors")
+    with pytest.raises(SystemExit, match="2"):  # gains need the groups --write-groups stores
+        main([str(path), "--calibrate", str(tmp_path / "photos")])
+    args = [str(path), "--write-groups", "--energy-threshold", "0.001", "--calibrate", str(tmp_path / "photos")]
+    assert main(args) == 0
+    groups = {g.name: g for g in load(path).groups}
+    assert groups["edges_fine"].gain > 1 and all(g.gain >= 1 for g in groups.values())
+    out = capsys.readouterr().out
+    assert f"display gain edges_fine: {groups['edges_fine'].gain:g}" in out and "hint r: 1-px shift" in out
+    assert main([str(path), "--write-groups", "--calibrate", str(tmp_path / "report-none")]) == 2

@@ -125,7 +125,7 @@ def test_every_workflow_has_a_small_square_thumbnail(path):
     assert jpg.is_file(), f"{jpg.name} is missing: run python workflows/build.py"
     with Image.open(jpg) as im:
         assert im.format == "JPEG" and im.size == (build.THUMBNAIL_SIZE, build.THUMBNAIL_SIZE)
-    assert 5_000 < jpg.stat().st_size <= 64_000
+    assert 5_000 < jpg.stat().st_size <= 128_000
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

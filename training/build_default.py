@@ -24,8 +24,9 @@ from pathlib import Path
 
 from scg_core import DEFAULT_WEIGHTS, load, save
 from scg_core.formats.images import load_image
-from scg_core.model.groups import Group, validate_groups
+from scg_core.model.groups import Group, validate_groups, with_gains
 from scg_core.tools.characterize import characterize, write_report
+from scg_core.tools.hint_range import calibrate_gains, hint_range
 
 from . import gather_photos, train_modular_ae
 
@@ -33,17 +34,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def criteria(c: dict, ablated: dict) -> dict[str, bool]:
-    """The study's acceptance checks for one seed (constrained summary vs its ablation)."""
+    """The acceptance checks for one seed (constrained summary vs its ablation): those of the first
+    specialisation study and the paper-like decomposition of issue 17."""
+    centroids = sorted(c.get("bandpass_centroids", []))
+    stability = c.get("hint_stability", {}).values()
+    readable = c.get("hint_span_at_gain", {})
     return {
-        "psnr >= 29 dB": c["psnr_db"] >= 29,
+        "psnr >= 30 dB": c["psnr_db"] >= 30,
         "no collapsed module (norm >= 0.2x largest)": c["min_weight_norm_ratio"] >= 0.2,
+        ">= 8 modules carry >= 1% of the energy": c["modules_carrying_energy"] >= 8,
         ">= 1 luminance low-pass": c["luminance_lowpass"] >= 1,
         ">= 2 colour-opponent": c["colour_opponent"] >= 2,
-        ">= 1 luminance band-pass, centroid >= 0.1": c["luminance_bandpass_fine"] >= 1,
+        ">= 2 luminance band-pass >= 1 octave apart": len(centroids) >= 2 and centroids[-1] >= 2 * centroids[0],
         "<= 1 mixed colour/luminance": c["mixed"] <= 1,
-        "median OSI <= 0.15": c["median_orientation_selectivity"] <= 0.15,
-        "median OSI <= 0.7x ablation": c["median_orientation_selectivity"] <= 0.7 * ablated["median_orientation_selectivity"],
+        "median OSI <= 0.10": c["median_orientation_selectivity"] <= 0.10,
+        "median OSI <= 0.6x ablation": c["median_orientation_selectivity"] <= 0.6 * ablated["median_orientation_selectivity"],
         "equivariance error <= 0.5x ablation": c["relative_equivariance_error"] <= 0.5 * ablated["relative_equivariance_error"],
+        "every hint r >= 0.9 under a 1-px shift and a 90° turn": bool(stability) and all(
+            min(r.values()) >= 0.9 for r in stability),
+        "every hint spans >= 50% with <= 1% clipped": bool(readable) and all(
+            r["span"] >= 0.5 and r["clipped"] <= 0.01 for r in readable.values()),
     }
 
 
@@ -61,14 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "specialisation")
     p.add_argument("--no-install", action="store_true", help="do not replace scg_core/weights/default.safetensors")
     p.add_argument("--energy-threshold", type=float, default=0.01)
+    p.add_argument("--mate-backgrounds", type=Path, nargs="?", const=gather_photos.MATE_NATURE, metavar="DIR",
+                   help="also train on Debian's mate-backgrounds nature photos (see training.gather_photos)")
     p.add_argument("--reuse", action="store_true", help="characterise the models already in --work instead of training them again")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra train_modular_ae arguments")
     args = p.parse_args(argv)
     extra = [a for a in args.train_args if a != "--"]
 
-    photos = gather_photos.gather(args.work / "photos")
+    photos = gather_photos.gather(args.work / "photos", args.mate_backgrounds)
     heldout = next(path for path in photos if path.parent.name == "heldout")
     image = load_image(heldout)
+    training_photos = [load_image(path) for path in photos if path.parent.name == "train"]
     study = {"heldout": heldout.name, "seeds": {}, "train_args": extra}
     for seed in args.seeds:
         row = {}
@@ -87,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
                             "final_losses": model.provenance.get("final_losses", {})}
             if variant == "constrained":
                 model.groups = validate_groups([Group.from_dict(g) for g in result["groups"]], model.config.num_modules)
+                model.groups = with_gains(model.groups, calibrate_gains(model, training_photos))
+                result["summary"]["hint_span_at_gain"] = {
+                    g.name: {"gain": g.gain, **{k: v[0] for k, v in hint_range(model, [image], g).items()}} for g in model.groups}
+                row[variant]["summary"] = result["summary"]
+                row[variant]["groups"] = [g.to_dict() for g in model.groups]
                 save(model, out, provenance={"characterize": result["summary"], "heldout": heldout.name})
         row["checks"] = criteria(row["constrained"]["summary"], row["ablated"]["summary"])
         study["seeds"][str(seed)] = row
@@ -123,12 +141,18 @@ def render(study: dict) -> str:
              "modules that carry energy; equivariance error = held-out residual of a codebook fitted to the frozen features.", "",
              "| metric | " + " | ".join(f"seed {s} constrained | seed {s} ablated" for s in seeds) + " |",
              "|---|" + "---|" * (2 * len(seeds))]
+    derived = [("band-pass centroids (c/px)", lambda c: ", ".join(f"{x:.2f}" for x in c.get("bandpass_centroids", [])) or "–"),
+               ("worst group's hint r, 1-px shift", lambda c: _worst(c, "shift_1px")),
+               ("worst group's hint r, 90° turn", lambda c: _worst(c, "rotate_90"))]
     for key, label, fmt in metrics:
         cells = []
         for s in seeds:
             for v in ("constrained", "ablated"):
                 cells.append(fmt.format(study["seeds"][s][v]["summary"][key]))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, show in derived:
+        lines.append(f"| {label} | " + " | ".join(show(study["seeds"][s][v]["summary"]) for s in seeds
+                                                  for v in ("constrained", "ablated")) + " |")
     lines += ["", "## Acceptance checks", "", "| check | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
     for check in study["seeds"][seeds[0]]["checks"]:
         lines.append(f"| {check} | " + " | ".join("✅" if study["seeds"][s]["checks"][check] else "❌" for s in seeds) + " |")
@@ -146,6 +170,11 @@ def render(study: dict) -> str:
               f"![](seed{s0}_constrained/tuning.png)", "", f"![](seed{s0}_ablated/tuning.png)", "",
               "Training time per run (s): " + ", ".join(f"seed {s}: {study['seeds'][s]['constrained']['train_seconds']:.0f} / {study['seeds'][s]['ablated']['train_seconds']:.0f}" for s in seeds) + " (constrained / ablated, one CPU thread each)."]
     return "\n".join(lines) + "\n"
+
+
+def _worst(summary: dict, motion: str) -> str:
+    values = [(r[motion], name) for name, r in summary.get("hint_stability", {}).items()]
+    return f"{min(values)[0]:.2f} ({min(values)[1]})" if values else "–"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Keys (all strings, as safetensors requires):
 
 * ``scg_format`` = ``"scg.controlnet"``, ``scg_format_version`` = ``"1"``
 * ``scg_hint_contract``: :data:`scg_core.HINT_CONTRACT_VERSION` of the hints it was trained on
-* ``scg_groups``: JSON list of ``{"name", "modules", "label"}`` — the groups the hints kept
+* ``scg_groups``: JSON list of ``{"name", "modules", "label"}`` (and ``"gain"``, the group's display gain,
+  when it is not 1) — the groups the hints kept
 * ``scg_gains``: JSON object, group → factor (may be ``{}``)
 * ``scg_modular_ae``: JSON object with the autoencoder's ``fingerprint`` (see :func:`fingerprint`)
 * ``scg_group_mode``: ``"fixed"`` (every hint kept ``scg_groups``) or ``"random"`` (one of
@@ -162,6 +163,12 @@ def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[
             problems.append(f"this ControlNet was trained on one group at a time out of [{trained_names}], "
                             f"but the hint keeps [{chosen_names}]")
         return problems
+    if same_ae:
+        trained_gain = {g.name: g.gain for g in info.groups}
+        for g in chosen:
+            if g.name in trained_gain and trained_gain[g.name] != g.gain:
+                problems.append(f"group {g.name} is shown at display gain {g.gain:g} by this autoencoder file, but this "
+                                f"ControlNet was trained on it at {trained_gain[g.name]:g}")
     if (same_ae and chosen_modules != info.modules) or (
         not same_ae and {n.lower() for n in chosen_names.split(", ")} != {g.name.lower() for g in info.groups}
     ):

@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> None:
         model = load_model(args.weights, device)
         print(model)
         for g in model.groups:
-            print(f"  {g.title}: modules {list(g.modules)}")
+            shown = "" if g.gain == 1.0 else f", shown at display gain {g.gain:g}"
+            print(f"  {g.title}: modules {list(g.modules)}{shown}")
         print(f"  provenance: {model.provenance}")
         print(f"  device: {device}")
         return

@@ -3,11 +3,18 @@
 Group definitions are data stored with the weights, because which module carries what depends on
 the trained autoencoder. ``OFFICIAL_GROUPS`` is the grouping of the released SCG autoencoder
 (docs/scg_notes.md §4); converters attach it to official weights.
+
+A group may carry a *display gain*: a faint band-pass group (edges, texture) decodes to a mid-grey
+image with low-contrast lines; its stored gain scales its modules whenever a hint keeps that group,
+so every host shows, and every ControlNet trained on it sees, the same readable image. The
+reconstruction (no selection) and module indices chosen one by one stay at gain 1; official
+weights have gain 1 everywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 
@@ -19,11 +26,14 @@ class Group:
         name: the identifier users type (``"HC3"``); unique within one autoencoder.
         modules: module indices in ``[0, num_modules)``.
         label: what the group carries, for people (``"edges"``); several groups may share one.
+        gain: display gain, > 0: the factor on this group's modules in every hint that keeps the group
+            by name or label (a user's gain for the group multiplies it); 1 = as decoded.
     """
 
     name: str
     modules: tuple[int, ...]
     label: str = ""
+    gain: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(int(m) for m in self.modules))
@@ -33,6 +43,10 @@ class Group:
             raise ValueError(f"group {self.name!r} has no modules")
         if len(set(self.modules)) != len(self.modules):
             raise ValueError(f"group {self.name!r} lists a module twice: {self.modules}")
+        gain = self.gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+            raise ValueError(f"group {self.name!r} has display gain {gain!r}; it must be a finite number > 0")
+        object.__setattr__(self, "gain", float(gain))
 
     @property
     def title(self) -> str:
@@ -40,14 +54,16 @@ class Group:
         return f"{self.name} ({self.label})" if self.label and self.label != self.name else self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "modules": list(self.modules), "label": self.label}
+        """JSON-able; ``gain`` only when it is not 1, so files without display gains stay as they were."""
+        out = {"name": self.name, "modules": list(self.modules), "label": self.label}
+        return out if self.gain == 1.0 else {**out, "gain": self.gain}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Group":
-        unknown = sorted(set(data) - {"name", "modules", "label"})
+        unknown = sorted(set(data) - {"name", "modules", "label", "gain"})
         if unknown or "name" not in data or "modules" not in data:
-            raise ValueError(f"a group entry needs 'name' and 'modules' (and may have 'label'); got {dict(data)}")
-        return cls(name=data["name"], modules=tuple(data["modules"]), label=data.get("label", ""))
+            raise ValueError(f"a group entry needs 'name' and 'modules' (and may have 'label' and 'gain'); got {dict(data)}")
+        return cls(name=data["name"], modules=tuple(data["modules"]), label=data.get("label", ""), gain=data.get("gain", 1.0))
 
 
 # The released autoencoder's hypercolumns, as in the official code (docs/scg_notes.md §4).
@@ -102,14 +118,15 @@ def module_gains(
     modules: Iterable[int] | None = None,
     gains: Mapping[str, float] | None = None,
 ) -> list[float]:
-    """Turn a selection into one gain per module (0 = dropped, 1 = kept as is).
+    """Turn a selection into one gain per module (0 = dropped).
 
     Args:
         num_modules: ``k``.
         groups: the autoencoder's group definitions.
-        keep: group names or labels to keep. ``None`` together with ``modules=None`` keeps all.
-        modules: module indices to keep, in addition to ``keep``.
-        gains: group name/label → factor for that group's modules (the paper's saturation and
+        keep: group names or labels to keep, each at its display gain (:attr:`Group.gain`).
+            ``None`` together with ``modules=None`` keeps all modules at gain 1 (the reconstruction).
+        modules: module indices to keep at gain 1, in addition to ``keep``.
+        gains: group name/label → factor on that group's display gain (the paper's saturation and
             contrast edits); a gained group is kept even if not listed in ``keep``.
 
     Returns:
@@ -119,25 +136,35 @@ def module_gains(
     [0.0, 0.0, 0.0, 1.0]
     >>> module_gains(4, [Group("A", (0, 1))], gains={"A": 2.0})
     [2.0, 2.0, 1.0, 1.0]
+    >>> module_gains(4, [Group("A", (0, 1)), Group("B", (3,), "edges", gain=3.0)], keep=["edges"], gains={"B": 0.5})
+    [0.0, 0.0, 0.0, 1.5]
     """
     keep = list(keep) if keep is not None else None
     modules = list(modules) if modules is not None else None
     gains = dict(gains or {})
     select_all = keep is None and modules is None
     out = [1.0 if select_all else 0.0] * num_modules
-    for key in keep or []:
-        for group in find_groups(groups, key):
-            for m in group.modules:
-                out[m] = 1.0
     for m in modules or []:
         if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < num_modules:
             raise ValueError(f"module index {m!r} is out of range 0..{num_modules - 1}")
         out[m] = 1.0
+    for key in keep or []:
+        for group in find_groups(groups, key):
+            for m in group.modules:
+                out[m] = group.gain
     for key, gain in gains.items():
         gain = float(gain)
         if gain != gain or gain in (float("inf"), float("-inf")):
             raise ValueError(f"gain for {key!r} must be a finite number, got {gain}")
         for group in find_groups(groups, key):
             for m in group.modules:
-                out[m] = gain
+                out[m] = group.gain * gain
     return out
+
+
+def with_gains(groups: Sequence[Group], gains: Mapping[str, float]) -> tuple[Group, ...]:
+    """``groups`` with the display gains of those named in ``gains`` (group name → gain) replaced."""
+    unknown = sorted(set(gains) - {g.name for g in groups})
+    if unknown:
+        raise ValueError(f"no group named {', '.join(map(repr, unknown))}; the groups are {', '.join(g.name for g in groups)}")
+    return tuple(replace(g, gain=float(gains[g.name])) if g.name in gains else g for g in groups)

@@ -1,6 +1,6 @@
 """Measure what each module of a Modular AE carries, propose groups, and write a report.
 
-    python -m scg_core.characterize WEIGHTS [--image PHOTO] [--report DIR] [--write-groups]
+    python -m scg_core.characterize WEIGHTS [--image PHOTO] [--report DIR] [--write-groups [--calibrate PHOTOS]]
 
 Each feature channel is a linear kernel, so probing it with a stimulus is a dot product of the
 stimulus with the composed kernel (in pixel units: the kernel divided by the input std). Probes:
@@ -20,11 +20,18 @@ mean-removed reconstruction energy; those modules are classified:
 * ``edges_coarse`` / ``edges_fine`` — luminance band-pass, frequency centroid below / from 0.1 c/px;
 * ``mixed`` — anything in between;
 and the rest are grouped as ``texture`` (weak, mostly high-frequency residue).
+
+For each proposed group the summary also gives how its hint follows the test image
+(``hint_stability``: Pearson r after a 1-pixel shift and an exact 90° rotation, aligned back) and how
+much of the grey range it uses (``hint_span``, 1st–99th percentile, and ``hint_clipped``, at gain 1).
+``--calibrate PHOTOS`` sets each group's display gain from a folder of photos
+(:func:`scg_core.tools.hint_range.calibrate_gains`) and reports the spans at those gains.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -41,6 +48,7 @@ from ..model import functional as Fn
 from ..model.groups import Group, validate_groups
 from ..model.modular_ae import ModularAE
 from ..model.pairs import sample_patch_pairs
+from .hint_range import calibrate_gains, hint_range, hint_stability
 from .sheet import decomposition_sheet
 
 FREQUENCIES = torch.linspace(0.0, 0.5, 21)  # cycles per pixel, up to Nyquist
@@ -240,9 +248,17 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
         "mixed": sum(m.kind == "mixed" for m in modules),
         "median_orientation_selectivity": float(torch.tensor(osi).median()) if osi else float("nan"),
         "frequency_centroids_of_carrying_modules": sorted(round(m.frequency_centroid, 4) for m in carrying),
+        "bandpass_centroids": sorted(round(m.frequency_centroid, 4) for m in modules if m.kind.startswith("edges")),
     }
+    proposed = copy.copy(model)  # shares the weights; only the groups differ
+    proposed.groups = propose_groups(modules)
+    summary["hint_stability"] = hint_stability(proposed, image)
+    for group in proposed.groups:
+        ranges = hint_range(proposed, [image], group)
+        summary.setdefault("hint_span", {})[group.name] = ranges["span"][0]
+        summary.setdefault("hint_clipped", {})[group.name] = ranges["clipped"][0]
     return {"summary": summary, "modules": [asdict(m) for m in modules], "kernels": [asdict(s) for s in per_kernel],
-            "groups": [g.to_dict() for g in propose_groups(modules)], "curves": curves}
+            "groups": [g.to_dict() for g in proposed.groups], "curves": curves}
 
 
 def propose_groups(modules: list[ModuleStats]) -> list[Group]:
@@ -318,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", type=Path, help="test photo for energies, PSNR and equivariance (default: 1/f noise)")
     p.add_argument("--report", type=Path, help="write kernels.png, tuning.png, modules.png and characterization.json here")
     p.add_argument("--write-groups", action="store_true", help="store the proposed groups in the weight file")
+    p.add_argument("--calibrate", type=Path, metavar="PHOTOS",
+                   help="with --write-groups: set each group's display gain from this folder of photos (png/jpg)")
     p.add_argument("--energy-threshold", type=float, default=0.01)
     args = p.parse_args(argv)
+    if args.calibrate and not args.write_groups:
+        p.error("--calibrate sets the gains of the groups --write-groups stores; pass both")
     try:
         model = load(args.weights)
         image = load_image(args.image) if args.image else pink_noise()
@@ -330,12 +350,25 @@ def main(argv: list[str] | None = None) -> int:
     for m in result["modules"]:
         print(f"module {m['index']:2d}  {m['kind']:<13} energy {100 * m['energy_share']:5.1f}%  colour {m['colour_fraction']:.2f}  "
               f"f* {m['preferred_frequency']:.3f}  centroid {m['frequency_centroid']:.3f}  OSI {m['orientation_selectivity']:.2f}")
+    for name, r in result["summary"]["hint_stability"].items():
+        print(f"group {name:<13} hint r: 1-px shift {r['shift_1px']:.3f}, 90° rotation {r['rotate_90']:.3f}; "
+              f"span {100 * result['summary']['hint_span'][name]:.0f}% of the grey range at gain 1")
     print(json.dumps(result["summary"], indent=1))
     if args.report:
         for path in write_report(model, image, result, args.report):
             print(f"wrote {path}")
     if args.write_groups:
         model.groups = validate_groups([Group.from_dict(g) for g in result["groups"]], model.config.num_modules)
+        if args.calibrate:
+            photos = sorted(q for q in args.calibrate.rglob("*") if q.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+            if not photos:
+                print(f"error: no png/jpg/webp photos in {args.calibrate}", file=sys.stderr)
+                return 2
+            gains = calibrate_gains(model, [load_image(q) for q in photos])
+            model.groups = tuple(Group(g.name, g.modules, g.label, gains[g.name]) for g in model.groups)
+            for g in model.groups:
+                span = hint_range(model, [image], g)["span"][0]
+                print(f"display gain {g.name}: {g.gain:g} (test image: spans {100 * span:.0f}% of the grey range)")
         save(model, args.weights, provenance={"characterize": result["summary"]})
         print(f"wrote groups {[g.title for g in model.groups]} into {args.weights}")
     return 0

@@ -1,0 +1,129 @@
+"""How readable and how stable each group's hint is, and the display gains that make faint groups readable.
+
+A band-pass group (edges, texture) decodes to mid-grey with faint lines: its hint may use a tenth of
+the grey range. :func:`calibrate_gains` finds, per group, the display gain (stored with the group,
+applied inside ``ModularAE.hint``) that stretches it to a visible contrast while clipping almost
+nothing. :func:`hint_range` measures the result; :func:`hint_stability` measures how much a group's
+hint changes when the input moves by one pixel or turns by 90° (what the equivariance constraint is
+meant to keep small, and what aliasing of a too-fine module breaks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..model.groups import Group
+from ..model.modular_ae import ModularAE
+
+MAX_SAMPLES = 4_000_000  # values per quantile (torch.quantile's input limit is 16M)
+
+
+def _interior(model: ModularAE, image: Tensor) -> Tensor:
+    """``image [B,C,H,W]`` without a receptive field's half at each edge (where the zero padding shows)."""
+    m = model.config.receptive_field // 2
+    return image[..., m:image.shape[-2] - m, m:image.shape[-1] - m]
+
+
+def _deviation(model: ModularAE, image: Tensor, group: Group) -> Tensor:
+    """The group's decoded image at gain 1 minus the mean colour, in image units: ``[B,C,H,W]``."""
+    with torch.inference_mode():
+        raw = model.raw_hint(image, modules=list(group.modules))
+    return raw * model.std.to(raw.dtype)
+
+
+def _spread(values: Tensor) -> tuple[float, float]:
+    """(1st–99th percentile span, share outside [0,1]) of hint values before clamping."""
+    flat = values.flatten()
+    if flat.numel() > MAX_SAMPLES:
+        flat = flat[:: -(-flat.numel() // MAX_SAMPLES)]
+    clipped = float(((flat < 0) | (flat > 1)).double().mean())
+    lo, hi = torch.quantile(flat.clamp(0, 1).double(), torch.tensor([0.01, 0.99], dtype=torch.float64))
+    return float(hi - lo), clipped
+
+
+def hint_range(model: ModularAE, images: Sequence[Tensor], group: Group, gain: float | None = None) -> dict:
+    """The span (1st–99th percentile, share of [0,1]) and clipped share of a group's hint, per image.
+
+    Args:
+        images: ``[1,3,H,W]`` or ``[3,H,W]`` float in [0,1].
+        gain: the display gain to measure at (default: the group's stored one).
+
+    Returns:
+        ``{"span": [...], "clipped": [...]}``, one value per image, over the interior pixels and all channels.
+    """
+    gain = group.gain if gain is None else gain
+    mean = model.mean.view(1, -1, 1, 1)
+    spans, clips = [], []
+    for image in images:
+        image = image if image.ndim == 4 else image[None]
+        span, clipped = _spread(_interior(model, mean.to(image.dtype) + gain * _deviation(model, image, group)))
+        spans.append(span)
+        clips.append(clipped)
+    return {"span": spans, "clipped": clips}
+
+
+def calibrate_gains(model: ModularAE, images: Sequence[Tensor], *, span: float = 0.6, clip: float = 0.005) -> dict[str, float]:
+    """A display gain per group, the median over ``images`` of each image's gain: the smallest ≥ 1
+    whose hint spans ``span`` of the grey range (1st–99th percentile), or, when that would clip
+    more than ``clip`` of the image's values, the largest that clips at most that much (never below
+    1: a group already visible keeps its contrast). The median keeps one odd picture (a starfield,
+    a micrograph) from setting the gain for all.
+
+    Returns:
+        group name → gain, rounded to 2 significant digits (so files stay readable).
+    """
+    gains = {}
+    for group in model.groups:
+        per_image = [_image_gain(model, im if im.ndim == 4 else im[None], group, span, clip) for im in images]
+        gains[group.name] = max(1.0, float(f"{float(torch.tensor(per_image).median()):.2g}"))
+    return gains
+
+
+def _image_gain(model: ModularAE, image: Tensor, group: Group, span: float, clip: float) -> float:
+    deviation = _interior(model, _deviation(model, image, group))
+    centre = model.mean.view(1, -1, 1, 1).to(deviation.dtype)
+    measure = lambda g: _spread(centre + g * deviation)  # noqa: E731
+    lo, hi = 1.0, 1.0
+    while hi < 256 and (m := measure(hi))[0] < span and m[1] <= clip:
+        lo, hi = hi, hi * 2
+    for _ in range(16):  # bisection for the first gain that reaches the span or clips too much
+        mid = (lo * hi) ** 0.5
+        s, c = measure(mid)
+        lo, hi = (mid, hi) if s < span and c <= clip else (lo, mid)
+    return hi if measure(hi)[1] <= clip else lo
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    """r of two ``[B,C,H,W]`` images over pixels and channels, each channel centred on its own mean:
+    otherwise the channels' different mean levels, equal in both, would count as agreement."""
+    a, b = a.double(), b.double()
+    a, b = a - a.mean((-2, -1), keepdim=True), b - b.mean((-2, -1), keepdim=True)
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30))
+
+
+def hint_stability(model: ModularAE, image: Tensor, groups: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """How a group's hint follows its input: Pearson r between the hint of the moved image and the
+    hint of the image, moved the same way, over the interior pixels.
+
+    ``shift_1px``: the worse of a one-pixel horizontal and vertical shift (a crop: no interpolation);
+    ``rotate_90``: an exact quarter turn, turned back. 1 = the hint moves with the image.
+
+    Args:
+        image: ``[1,3,H,W]`` or ``[3,H,W]`` float in [0,1].
+        groups: group names (default: all of the model's groups).
+    """
+    image = image if image.ndim == 4 else image[None]
+    out = {}
+    for name in groups or [g.name for g in model.groups]:
+        with torch.inference_mode():
+            hint = lambda x: model.hint(x, [name])  # noqa: E731
+            base = hint(image)
+            right = _pearson(_interior(model, hint(image[..., :, 1:])), _interior(model, base[..., :, 1:]))
+            down = _pearson(_interior(model, hint(image[..., 1:, :])), _interior(model, base[..., 1:, :]))
+            turned = torch.rot90(hint(torch.rot90(image, 1, (-2, -1))), -1, (-2, -1))
+            rotate = _pearson(_interior(model, turned), _interior(model, base))
+        out[name] = {"shift_1px": min(right, down), "rotate_90": rotate}
+    return out
