@@ -95,3 +95,19 @@ def test_bad_tile_sizes_are_refused(released_ae, tile, text):
 def test_a_batch_is_refused(released_ae):
     with pytest.raises(ValueError, match="one image"):
         decomposition_sheet(released_ae, photo().expand(2, -1, -1, -1))
+
+
+def test_group_tiles_and_stretch_factors_follow_the_display_gains(released_ae):
+    from scg_core.model.groups import with_gains
+
+    x = photo()
+    gained = ModularAE(released_ae.config, groups=with_gains(released_ae.groups, {"HC3": 4.0}))
+    gained.load_state_dict(released_ae.state_dict())
+    tiles = dict(decomposition_tiles(gained, x, tile=96))
+    title = next(g.title for g in gained.groups if g.name == "HC3")
+    assert np.abs(pixels(tiles[title]) - pixels(tensor_to_pil(gained.hint(x, ["HC3"])))).max() <= 1
+    assert np.abs(pixels(tiles[title]) - pixels(tensor_to_pil(released_ae.hint(x, ["HC3"])))).max() > 10  # it did change
+    plain = dict(decomposition_tiles(released_ae, x, tile=96))
+    module = next(g.modules[0] for g in gained.groups if g.name == "HC3")
+    factor = lambda tiles: float(next(k for k in tiles if k.startswith(f"module {module} · ")).rsplit("· x", 1)[1])  # noqa: E731
+    assert factor(tiles) == pytest.approx(factor(plain) / 4, rel=0.05, abs=0.05)

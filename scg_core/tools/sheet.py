@@ -24,9 +24,9 @@ LEGEND_LINE = 14
 BACKGROUND = (32, 32, 32)
 TEXT = (235, 235, 235)
 MIN_TILE, MAX_TILE = 64, 1024
-LEGEND = ("Group tiles: the hint as the ControlNet sees it, not stretched. "
+LEGEND = ("Group tiles: the hint as the ControlNet sees it (at the group's display gain), not stretched further. "
           "Module tiles: one module's reconstruction, zero at mid-grey, stretched to its own peak; "
-          "xN = how much stronger it looks than in a hint; % = its share of the image's energy.")
+          "xN = how much stronger it looks than in its group's hint; % = its share of the image's energy.")
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -63,8 +63,9 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
     each module. Each tile's longer side is ``tile`` pixels (64 to 1024).
 
     Each module is encoded and decoded alone at full resolution, added to its group's sum, measured
-    and shrunk to its tile before the next; a group's hint is ``clamp(sum·std + mean, 0, 1)``, which
-    equals ``model.hint(image, groups=[group])`` because the maps are linear.
+    and shrunk to its tile before the next; a group's hint is ``clamp(gain·sum·std + mean, 0, 1)``
+    (``gain``: the group's display gain), which equals ``model.hint(image, groups=[group])`` because
+    the maps are linear.
     ``progress(done, total)`` is called after each module.
     """
     check_image(image, model.config.in_channels, model.config.receptive_field)
@@ -96,13 +97,15 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
                 if progress:
                     progress(done, total)
             if group is not None:
-                tiles.append((group.title, tensor_to_pil(shrink(model.denormalize(total_raw).clamp_(0, 1), size).clamp_(0, 1))))
+                shown = model.denormalize(total_raw.mul_(group.gain)).clamp_(0, 1)
+                tiles.append((group.title, tensor_to_pil(shrink(shown, size).clamp_(0, 1))))
             del total_raw
     membership = {m: g.name for g in model.groups for m in g.modules}
+    gain = {m: g.gain for g in model.groups for m in g.modules}
     whole = max(sum(energy for energy, _, _ in modules.values()), 1e-12)
     for i in range(k):
         energy, peak, small = modules[i]
-        tiles.append((module_label(i, membership.get(i), energy / whole, stretch(model, peak)),
+        tiles.append((module_label(i, membership.get(i), energy / whole, stretch(model, peak) / gain.get(i, 1.0)),
                       tensor_to_pil(module_visual(small, peak))))
     return tiles
 
