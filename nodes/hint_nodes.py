@@ -80,8 +80,9 @@ def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] |
     hint = for_each_image(image_to_rgb(images), lambda x: core.hosts.hint.source_hint(device_model, x, keep, gain, size=size))
     kept = [i for i, g in enumerate(modules) if g]
     chosen = ", ".join(keep) if keep else "all"
-    info = (f"SCG hint: groups [{chosen}] = modules {kept} of {getattr(model, 'source_name', 'the autoencoder')}; "
-            f"{hint.shape[0]} image(s) {hint.shape[-1]}×{hint.shape[-2]}")
+    shown = core.hosts.selection.display_gain_note(model, keep)
+    info = (f"SCG hint: groups [{chosen}] = modules {kept} of {getattr(model, 'source_name', 'the autoencoder')}"
+            f"{f' (display gain {shown})' if shown else ''}; {hint.shape[0]} image(s) {hint.shape[-1]}×{hint.shape[-2]}")
     return to_comfy_image(hint), info
 
 

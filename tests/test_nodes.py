@@ -297,3 +297,17 @@ def test_a_dangling_file_in_the_controlnet_folder_is_skipped_when_looking_for_sc
     broken.symlink_to(tmp_path / "deleted.safetensors")  # a model removed behind ComfyUI's back
     assert controlnet_nodes._scg_header(str(broken)) == (None, None)
     assert "gone.safetensors" in caplog.text
+
+
+def test_the_info_line_says_when_a_group_is_shown_at_a_display_gain():
+    from nodes.hint_nodes import compute_hint
+    from scg_core.model.groups import Group
+
+    ae = load_default()
+    ae.groups = tuple(Group(g.name, g.modules, g.label, 3.5 if g.label == "edges" else 1.0) for g in ae.groups)
+    edges = next(g.name for g in ae.groups if g.label == "edges")
+    image = torch.rand(1, 40, 48, 3)
+    _, info = compute_hint(ae, image, "edges", "")
+    assert f"(display gain {edges} ×3.5)" in info
+    _, info = compute_hint(ae, image, "brightness", "")
+    assert "display gain" not in info

@@ -46,3 +46,15 @@ def test_fit_to_size_covers_and_centres():
     assert torch.equal(y, x[..., 2:6])
     z = fit_to_size(torch.rand(2, 3, 100, 50), (64, 64))
     assert z.shape == (2, 3, 64, 64) and z.is_contiguous()
+
+
+def test_display_gain_note_names_the_stored_gains_a_selection_uses():
+    from scg_core import ModularAE
+    from scg_core.hosts.selection import display_gain_note
+    from scg_core.model.groups import Group
+
+    ae = ModularAE(num_modules=4, module_channels=2, groups=[
+        Group("brightness", (0,)), Group("edges_fine", (1,), "edges", gain=4.1), Group("texture", (2, 3), gain=2.5)])
+    assert display_gain_note(ae, ["edges"]) == "edges_fine ×4.1"
+    assert display_gain_note(ae, ["brightness", "texture", "edges_fine"]) == "texture ×2.5, edges_fine ×4.1"
+    assert display_gain_note(ae, ["brightness"]) == "" and display_gain_note(ae, None) == ""

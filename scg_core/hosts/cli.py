@@ -36,7 +36,7 @@ from ..model.modular_ae import ModularAE
 from ..tools.sheet import MAX_TILE, MIN_TILE, Progress, decomposition_sheet
 from .hint import source_hint
 from .loading import ModelCache
-from .selection import MAX_GAIN, parse_gains, parse_groups
+from .selection import MAX_GAIN, display_gain_note, parse_gains, parse_groups
 
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 OUTPUT_HELP = ("output image: .png, .jpg, .jpeg, .webp, .bmp, .tif or .tiff (png is lossless); "
@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.command == "hint":
         result = source_hint(model, image, keep, gains, modules=modules, short_side=args.short_side)
-        what = f"{result.shape[-1]}×{result.shape[-2]}, modules {kept}"
+        shown = display_gain_note(model, keep)
+        what = f"{result.shape[-1]}×{result.shape[-2]}, modules {kept}" + (f", display gain {shown}" if shown else "")
     else:
         if args.short_side is not None:
             image = resize_short_side(image, args.short_side)

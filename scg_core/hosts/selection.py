@@ -67,3 +67,13 @@ def parse_gains(text: str) -> dict[str, float]:
             raise ValueError(f"gains: {item!r} would {'invert' if factor < 0 else 'saturate'} the group; {GAIN_RANGE}")
         gains[name] = factor
     return gains
+
+
+def display_gain_note(model, keep: list[str] | None) -> str:
+    """``"edges_fine ×4.1"``: the stored display gains (other than 1) of the groups ``keep`` selects,
+    for the hosts' info lines; ``""`` when there are none (or ``keep`` is ``None``: every module, gain 1).
+
+    ``model``: a :class:`scg_core.ModularAE`; its groups resolve the names and labels in ``keep``.
+    """
+    gains = {g.name: g.gain for key in keep or [] for g in model.find_groups(key) if g.gain != 1.0}
+    return ", ".join(f"{name} ×{gain:g}" for name, gain in gains.items())

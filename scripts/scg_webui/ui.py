@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scg_core.hosts.selection import display_gain_note
+
 from .hosts import ControlNetHost, GenerationRequest, ModelChoices, UnitRequest
 from .service import HintService, Settings
 
@@ -67,7 +69,9 @@ class TabCallbacks:
         settings = self.settings()
         names = self.service.group_names(settings, groups)
         kept = ", ".join(names) if names else "all modules"
-        return f"Hint of **{kept}** · {image.shape[1]}×{image.shape[0]} · autoencoder: {settings.autoencoder}"
+        shown = display_gain_note(self.service.model(settings), names)
+        gains = f" · display gain {shown}" if shown else ""
+        return f"Hint of **{kept}**{gains} · {image.shape[1]}×{image.shape[0]} · autoencoder: {settings.autoencoder}"
 
     def generation_hint(self, image, groups, gains, width: int, height: int) -> np.ndarray:
         """The hint at the generation size (source scaled to cover it and centre-cropped), uint8."""
