@@ -112,12 +112,18 @@ def test_encode_nodes_show_their_info_on_the_node_after_a_run(page, comfy):
     queue(page, comfy)
     boxes = info_boxes(page, "SCGModularAEEncode")
     assert len(boxes) == 4
+    from scg_core import load_default
+    from scg_core.hosts.selection import display_gain_note, parse_groups
+
+    default = load_default()
     width, height = Image.open(comfy.input / "scg_hazy.png").size
     for box in boxes:
         assert box["shown"], box
         assert box["text"] == box["value"]
         assert box["text"].startswith(f"SCG hint: groups [{box['groups']}] = modules ["), box
-        assert f"of default (bundled); 1 image(s) {width}×{height}" in box["text"], box
+        shown = display_gain_note(default, parse_groups(box["groups"]))  # e.g. "edges_fine ×4.1"
+        gain = f" (display gain {shown})" if shown else ""
+        assert f"of default (bundled){gain}; 1 image(s) {width}×{height}" in box["text"], box
         assert box["warning"] == "0"
 
 
