@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> None:
                 model.groups = with_gains(model.groups, calibrate_gains(model, training_photos))
                 result["summary"]["hint_span_at_gain"] = {
                     g.name: {"gain": g.gain, **{k: v[0] for k, v in hint_range(model, [image], g).items()}} for g in model.groups}
-                row[variant]["summary"] = result["summary"]
                 row[variant]["groups"] = [g.to_dict() for g in model.groups]
                 save(model, out, provenance={"characterize": result["summary"], "heldout": heldout.name})
         row["checks"] = criteria(row["constrained"]["summary"], row["ablated"]["summary"])

@@ -121,7 +121,7 @@ class StepSampler:
         image = picks[which]
         top = (u[:, 0] * (self.bank.heights[image] - 2 * R)).long()
         left = (u[:, 1] * (self.bank.widths[image] - 2 * R)).long()
-        # (N, 3, w, w) in 0..255, channels last in memory: grid_sample reads that layout ~3× faster on CPU
+        # (N, 3, w, w) in 0..255, channels last in memory: grid_sample reads it faster on CPU (6.2 against 8.3 ms)
         windows = self.bank.windows(image, top, left, w, w).permute(0, 3, 1, 2).float()
         delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
                              u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)

@@ -45,7 +45,7 @@ from torch import Tensor
 from ..formats.images import load_image
 from ..formats.weights import WeightsError, load, save
 from ..model import functional as Fn
-from ..model.groups import Group, validate_groups
+from ..model.groups import Group, validate_groups, with_gains
 from ..model.modular_ae import ModularAE
 from ..model.pairs import sample_patch_pairs
 from .hint_range import calibrate_gains, hint_range, hint_stability
@@ -364,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             if not photos:
                 print(f"error: no png/jpg/webp photos in {args.calibrate}", file=sys.stderr)
                 return 2
-            gains = calibrate_gains(model, [load_image(q) for q in photos])
-            model.groups = tuple(Group(g.name, g.modules, g.label, gains[g.name]) for g in model.groups)
+            model.groups = with_gains(model.groups, calibrate_gains(model, [load_image(q) for q in photos]))
             for g in model.groups:
                 span = hint_range(model, [image], g)["span"][0]
                 print(f"display gain {g.name}: {g.gain:g} (test image: spans {100 * span:.0f}% of the grey range)")
