@@ -4,12 +4,16 @@ import pytest
 import torch
 
 from scg_core import ModularAE, ModularAEConfig
+from scg_core.model import functional as Fn
+from scg_core.model.pairs import context_side, neighbour_deltas, sample_patch_pairs
 from scg_core.model.losses import (
     EquivarianceCodebook,
     equivariance_loss,
+    kernel_copy_loss,
     reconstruction_loss,
     soft_best_transforms,
     symmetry_loss,
+    transformed_kernels,
 )
 
 
@@ -156,3 +160,69 @@ def test_codebook_matmul_equals_the_corner_gather_and_its_gradient():
     (g_dense,) = torch.autograd.grad(dense.square().sum(), cb.matrices)
     (g_gather,) = torch.autograd.grad(gathered.square().sum(), cb.matrices)
     torch.testing.assert_close(g_dense, g_gather, atol=1e-5, rtol=1e-5)
+
+
+def test_codebook_read_is_the_same_interpolation_as_forward():
+    # read() samples the codebook with one 3-D grid_sample (8 grid points a row): the same clamping
+    # in translation and wrapping in θ as forward()'s dense weights, values and gradients
+    cb = random_codebook(k=3, l=4, grid=(9, 7, 8))
+    delta = torch.rand(300, 3) * torch.tensor([8.0, 8.0, 6 * math.pi]) - torch.tensor([4.0, 4.0, 3 * math.pi])
+    read, dense = cb.read(delta), cb(delta)
+    torch.testing.assert_close(read, dense, atol=1e-5, rtol=1e-5)
+    (g_read,) = torch.autograd.grad(read.square().sum(), cb.matrices)
+    (g_dense,) = torch.autograd.grad(dense.square().sum(), cb.matrices)
+    torch.testing.assert_close(g_read, g_dense, atol=1e-4, rtol=1e-4)
+
+
+def test_neighbourhood_prediction_starts_as_interpolation_and_is_exact_for_a_whole_cell_shift():
+    # With the tent start, Σ_n M(δ_n) f_n is the bilinear interpolation of the context's features: a
+    # shift by whole code cells makes I' the patch of one cell, whose feature it then returns exactly
+    torch.manual_seed(0)
+    ae = ModularAE(ModularAEConfig(num_modules=4, module_channels=3))
+    stride, K = ae.config.stride, 3
+    cb = EquivarianceCodebook(4, 3, (17, 17, 8), (-8.0, 8.0), tent=stride)  # grid points 1 px apart
+    img = torch.rand(3, 90, 90)
+    delta = torch.tensor([[-4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [4.0, -4.0, 0.0], [2.0, 0.0, 0.0]])
+    side = context_side(21, stride, K)
+    P, Q, _ = sample_patch_pairs([img], 4, torch.Generator().manual_seed(0), max_shift=4.0, delta=delta, context_patch=side)
+    kernel = Fn.compose_kernel(ae.factor_weights(), ae.config)
+    f = Fn.context_features(kernel, P, ae.mean, ae.std, stride)
+    torch.testing.assert_close(f[:, 4], Fn.centre_features(kernel, P[..., 4:25, 4:25], ae.mean, ae.std), atol=1e-4, rtol=1e-4)
+    f_t = Fn.centre_features(kernel, Q, ae.mean, ae.std)
+    deltas = neighbour_deltas(delta, stride, K)
+    matrices = cb.read(deltas.reshape(-1, 3)).view(4, 9, 4, 3, 3)
+    predicted = torch.einsum("nqkij,nqkj->nki", matrices, f.view(4, 9, 4, 3)).reshape(4, -1)
+    torch.testing.assert_close(predicted[:3], f_t[:3], atol=1e-4, rtol=1e-4)  # whole cells: exact
+    halfway = (f[3, 4] + f[3, 3]) / 2  # I' centred 2 px left: the mean of the centre and its left neighbour
+    torch.testing.assert_close(predicted[3], halfway, atol=1e-4, rtol=1e-4)
+    loss = equivariance_loss(f[:3], f_t[:3], matrices[:3], relative=True)
+    assert loss.item() < 1e-8
+    assert equivariance_loss(f, f_t, matrices, relative=True).item() > 1e-4  # half a cell is not exact
+
+
+def test_transformed_kernels_respond_to_the_image_as_the_kernel_to_the_transformed_image():
+    # ⟨K_m, L_δ I⟩ = ⟨K_n, I⟩ for K_n = transformed_kernels(K_m, δ): the direction L_sym's δ*_mn means
+    torch.manual_seed(0)
+    kernel = torch.zeros(2, 3, 21, 21, dtype=torch.float64)
+    kernel[..., 4:17, 4:17] = torch.randn(2, 3, 13, 13, dtype=torch.float64)  # room to move inside the window
+    img = torch.rand(3, 80, 80, dtype=torch.float64)
+    zero, one = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    for d in ([0.0, 0.0, math.pi / 2], [1.0, -2.0, 0.0], [2.0, 1.0, math.pi], [-2.0, 1.0, math.pi / 2]):
+        delta = torch.tensor([d], dtype=torch.float64)
+        P, Q, _ = sample_patch_pairs([img], 6, torch.Generator().manual_seed(1), delta=delta.expand(6, 3))
+        moved = transformed_kernels(kernel, delta.view(1, 1, 3).expand(2, 1, 3))[:, 0]
+        torch.testing.assert_close(Fn.centre_features(moved, P, zero, one), Fn.centre_features(kernel, Q, zero, one),
+                                   atol=1e-10, rtol=0)
+
+
+def test_kernel_copy_loss_vanishes_for_rotated_copies_and_not_for_unrelated_kernels():
+    torch.manual_seed(0)
+    base = torch.randn(3, 21, 21)
+    copies = torch.stack([torch.rot90(base, n, dims=(-2, -1)) for n in range(4)])  # one module of 4
+    best = soft_best_transforms(permutation_codebook(), temperature=0.01).detach()  # δ*_mn: (m − n)·90°
+    torch.testing.assert_close(best[0, 1, 0], torch.tensor([0.0, 0.0, math.pi / 2]), atol=1e-4, rtol=0)
+    assert kernel_copy_loss(copies, best, 4) < 1e-6
+    assert kernel_copy_loss(torch.randn(4, 3, 21, 21), best, 4) > 0.5
+    kernels = copies.clone().requires_grad_()
+    kernel_copy_loss(kernels + 0.1 * torch.randn_like(copies), best, 4).backward()
+    assert kernels.grad.abs().sum() > 0

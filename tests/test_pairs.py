@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from scg_core.model.pairs import pair_margin, sample_patch_pairs
+from scg_core.model.pairs import context_side, neighbour_deltas, pair_margin, sample_patch_pairs, warp_grid
 
 
 def test_identity_transform_returns_the_same_patch():
@@ -60,3 +61,32 @@ def test_warp_equals_kornias_warp_affine():
     reference = warp_affine(windows, matrix, (2 * R + 1, 2 * R + 1), align_corners=True)[..., R - 10:R + 11, R - 10:R + 11]
     ours = torch.nn.functional.grid_sample(windows, warp_grid(delta, 21, R), align_corners=True)
     torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0)
+
+
+def test_each_code_cell_of_the_context_maps_to_the_transformed_patch_by_its_neighbour_delta():
+    # I' = L_δ(I) about c is the patch at c + stride·n under δ_n: warping that patch by δ_n reads
+    # exactly the pixels the centre's warp by δ reads, for any shift and rotation
+    img = torch.rand(3, 120, 120, dtype=torch.float64)
+    stride, R, c = 4, 25, 60
+    delta = torch.tensor([[1.3, -0.7, 0.9], [-2.0, 1.9, 4.0], [0.5, 0.0, math.pi / 2]], dtype=torch.float64)
+    deltas = neighbour_deltas(delta, stride, 3)
+    assert deltas.shape == (3, 9, 3)
+    window = lambda y, x: img[:, y - R : y + R + 1, x - R : x + R + 1][None]
+    for i in range(3):
+        expected = F.grid_sample(window(c, c), warp_grid(delta[i : i + 1], 21, R), align_corners=True)
+        cells = [(ny, nx) for ny in (-1, 0, 1) for nx in (-1, 0, 1)]  # row-major, like a conv output
+        for j, (ny, nx) in enumerate(cells):
+            moved = F.grid_sample(window(c + stride * ny, c + stride * nx), warp_grid(deltas[i, j : j + 1], 21, R), align_corners=True)
+            torch.testing.assert_close(moved, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(deltas[:, 4], delta)  # the centre cell keeps δ
+
+
+def test_context_patches_are_centred_on_the_pair_point():
+    img = torch.rand(3, 80, 90)
+    side = context_side(21, 4, 3)
+    P, Q, _ = sample_patch_pairs([img], 5, torch.Generator().manual_seed(4), delta=torch.zeros(5, 3), context_patch=side)
+    assert P.shape == (5, 3, 29, 29) and Q.shape == (5, 3, 21, 21)
+    torch.testing.assert_close(P[..., 4:25, 4:25], Q, atol=1e-5, rtol=0)
+    assert pair_margin(21, 2.0, 61) == 30
+    with pytest.raises(ValueError, match="odd"):
+        context_side(21, 4, 2)

@@ -69,6 +69,11 @@ def jsonable(values: dict) -> dict:
     return json.loads(json.dumps(values, default=str))
 
 
+# Arguments added after checkpoints of this layout were first written, with the value that does
+# what the trainer did before them: a checkpoint without the argument resumes under that value.
+ADDED: dict[str, object] = {"context": 1, "lambda_copies": 0.0}
+
+
 def differences(saved: dict, now: dict, checked: dict[str, str] | None = None) -> list[str]:
     """``--name A (checkpoint) vs B (now)`` for each argument of ``saved["args"]``/``now["args"]``
     that differs and is not in ``MAY_CHANGE`` (unless ``checked`` names it, with its reason)."""
@@ -78,7 +83,7 @@ def differences(saved: dict, now: dict, checked: dict[str, str] | None = None) -
     for name in sorted(set(old) | set(new)):
         if name in MAY_CHANGE and name not in checked:
             continue
-        a, b = old.get(name, "<absent>"), new.get(name, "<absent>")
+        a, b = old.get(name, ADDED.get(name, "<absent>")), new.get(name, "<absent>")
         if a != b:
             why = f" [{checked[name]}]" if name in checked else ""
             out.append(f"--{name.replace('_', '-')} {json.dumps(a)} (checkpoint) vs {json.dumps(b)} (now){why}")

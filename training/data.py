@@ -103,13 +103,15 @@ class PairBatches(torch.utils.data.Dataset):
     factor drawn uniformly from [1, chroma_gain]; values may leave [0,1] (the model is linear).
 
     Returns a dict: ``crops`` ``[B,3,c,c]`` (reconstruction), ``patches``, ``transformed``
-    ``[N,3,p,p]`` and ``delta`` ``[N,3]`` (equivariance pairs), all in [0,1].
+    ``[N,3,p,p]`` and ``delta`` ``[N,3]`` (equivariance pairs), all in [0,1]; ``patches`` are
+    ``[N,3,S,S]`` with ``S = context_patch`` when given (:func:`scg_core.model.pairs.context_side`).
     """
 
     def __init__(self, folder: ImageFolder, *, seed: int, rank: int, crop: int, batch: int,
                  pairs: int, patch: int, max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
-                 chroma_gain: float = 1.0) -> None:
+                 chroma_gain: float = 1.0, context_patch: int | None = None) -> None:
         self.folder, self.seed, self.rank, self.colour_augment = folder, seed, rank, colour_augment
+        self.context_patch = context_patch
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step, self.chroma_gain = images_per_step, chroma_gain
 
@@ -139,9 +141,9 @@ class PairBatches(torch.utils.data.Dataset):
             y = int(torch.randint(H - self.crop + 1, (1,), generator=g))
             x = int(torch.randint(W - self.crop + 1, (1,), generator=g))
             crops.append(img[:, y : y + self.crop, x : x + self.crop])
-        patches, transformed, delta = sample_patch_pairs(images, self.pairs, g, self.patch, self.max_shift)
+        patches, transformed, delta = sample_patch_pairs(images, self.pairs, g, self.patch, self.max_shift, context_patch=self.context_patch)
         return {"crops": torch.stack(crops), "patches": patches, "transformed": transformed, "delta": delta}
 
 
-def min_image_size(crop: int, patch: int, max_shift: float) -> int:
-    return max(crop, 2 * pair_margin(patch, max_shift) + 1)
+def min_image_size(crop: int, patch: int, max_shift: float, context_patch: int | None = None) -> int:
+    return max(crop, 2 * pair_margin(patch, max_shift, context_patch) + 1)

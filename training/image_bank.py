@@ -86,16 +86,18 @@ class StepSampler:
     factor in [1, chroma_gain]).
 
     Returns a dict: ``crops`` ``[B,3,c,c]``, ``patches`` and ``transformed`` ``[N,3,p,p]``, ``delta``
-    ``[N,3]`` = ``(tx, ty, θ)``; float32 in [0,1] (beyond it with ``chroma_gain`` > 1).
+    ``[N,3]`` = ``(tx, ty, θ)``; float32 in [0,1] (beyond it with ``chroma_gain`` > 1); ``patches``
+    are ``[N,3,S,S]`` with ``S = context_patch`` when given (:func:`scg_core.model.pairs.context_side`).
     """
 
     def __init__(self, bank: ImageBank, *, seed: int, rank: int, crop: int, batch: int, pairs: int, patch: int,
                  max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
-                 chroma_gain: float = 1.0) -> None:
+                 chroma_gain: float = 1.0, context_patch: int | None = None) -> None:
         self.bank, self.seed, self.rank = bank, seed, rank
+        self.context_patch = context_patch or patch
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step, self.colour_augment, self.chroma_gain = images_per_step, float(colour_augment), chroma_gain
-        self.radius = pair_margin(patch, max_shift)
+        self.radius = pair_margin(patch, max_shift, self.context_patch)
         smallest = int(torch.minimum(bank.heights, bank.widths).min())
         if smallest < max(crop, 2 * self.radius + 1):
             raise ValueError(f"every image needs at least {max(crop, 2 * self.radius + 1)} pixels a side; the smallest has {smallest}")
@@ -127,8 +129,8 @@ class StepSampler:
                              u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
         transformed = torch.nn.functional.grid_sample(windows, warp_grid(delta, self.patch, R), mode="bilinear",
                                                       padding_mode="zeros", align_corners=True)
-        lo = R - (self.patch - 1) // 2
-        patches = windows[:, :, lo:lo + self.patch, lo:lo + self.patch]
+        lo = R - (self.context_patch - 1) // 2
+        patches = windows[:, :, lo:lo + self.context_patch, lo:lo + self.context_patch]
         to_device = lambda t: t.to(self.bank.device)
         return {"crops": recolour(crops.permute(0, 3, 1, 2).float(), to_device(colour[slot])),
                 "patches": recolour(patches, to_device(colour[which])),

@@ -37,10 +37,13 @@ from torch import nn
 
 import scg_core
 from scg_core.model import functional as Fn
+from scg_core.model.pairs import context_side, neighbour_deltas
 from scg_core.model.losses import (
     EquivarianceCodebook,
     equivariance_loss,
+    kernel_copy_loss,
     reconstruction_loss,
+    soft_best_transforms,
     symmetry_loss,
 )
 
@@ -91,9 +94,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     objective.add_argument("--lambda-equ", type=float, default=1.0)
     objective.add_argument("--lambda-sym", type=float, default=1.0)
     objective.add_argument("--temperature", type=float, default=0.1, help="T of L_sym's soft best transformation")
+    objective.add_argument("--lambda-copies", type=float, default=0.0,
+                           help="weight of a term asking each module's kernels to be copies of one another under "
+                                "the codebook's best transformations (L_sym asks only the codebook); 0: off")
     objective.add_argument("--sym-sign", type=float, choices=[1.0, -1.0], default=1.0, help="+1: stated intent; -1: printed formula")
     objective.add_argument("--codebook-grid", type=int, nargs=3, default=[5, 5, 8], metavar=("TX", "TY", "THETA"))
     objective.add_argument("--max-shift", type=float, help="translation range ± pixels (default: stride / 2)")
+    objective.add_argument("--context", type=int, default=1, metavar="K",
+                           help="predict a transformed feature from the K×K code cells around its point, each "
+                                "through the codebook (the official release's neighbourhood, pred_ks); 1: from "
+                                "the centre cell alone. K > 1 widens the codebook's translation range by "
+                                "stride·(K−1)/√2; give --codebook-grid about 1 px apart")
     objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -121,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--ablate takes equ and/or sym; got {args.ablate}")
     if args.max_shift is None:
         args.max_shift = args.stride / 2
+    if args.context < 1 or args.context % 2 == 0:
+        p.error(f"--context must be an odd number of code cells ≥ 1; got {args.context}")
     if args.checkpoint_dir is None:
         args.checkpoint_dir = args.output.with_name(args.output.stem + "_checkpoints")
     for name in ("steps", "batch", "crop", "pairs", "checkpoint_every", "log_every"):
@@ -141,8 +154,9 @@ class Objective(nn.Module):
         self.use_equ, self.use_sym = "equ" not in args.ablate, "sym" not in args.ablate
         self.codebook = None
         if self.use_equ or self.use_sym:
+            reach = codebook_reach(args)
             self.codebook = EquivarianceCodebook(args.num_modules, args.module_channels, tuple(args.codebook_grid),
-                                                 (-args.max_shift, args.max_shift))
+                                                 (-reach, reach), tent=args.stride if args.context > 1 else None)
         self.args = args
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -152,17 +166,34 @@ class Objective(nn.Module):
         recon = Fn.decode_factorised(Fn.encode_factorised(crops, weights, cfg), weights, cfg, crops.shape[-2:])
         losses = {"recon": reconstruction_loss(recon, crops, border=a.border)}
         total = losses["recon"]
+        kernel = Fn.compose_kernel(weights, cfg) if self.use_equ or a.lambda_copies else None  # (k·l, C, R, R)
         if self.use_equ:
-            kernel = Fn.compose_kernel(weights, cfg)  # (k·l, C, R, R): features at patch centres
-            f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)
             f_t = Fn.centre_features(kernel, batch["transformed"], ae.mean, ae.std)
-            losses["equ"] = equivariance_loss(f, f_t, self.codebook(batch["delta"]), relative=True)
+            if a.context == 1:
+                f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)
+                matrices = self.codebook(batch["delta"])
+            else:
+                f = Fn.context_features(kernel, batch["patches"], ae.mean, ae.std, cfg.stride)  # (N, K², k·l)
+                deltas = neighbour_deltas(batch["delta"], cfg.stride, a.context)  # (N, K², 3)
+                matrices = self.codebook.read(deltas.reshape(-1, 3)).view(*deltas.shape[:2], cfg.num_modules,
+                                                                           cfg.module_channels, cfg.module_channels)
+            losses["equ"] = equivariance_loss(f, f_t, matrices, relative=True)
             total = total + a.lambda_equ * losses["equ"]
         if self.use_sym:
             losses["sym"] = symmetry_loss(self.codebook, a.temperature, a.sym_sign, reduction="mean")
             total = total + a.lambda_sym * losses["sym"]
+        if a.lambda_copies and self.codebook is not None:
+            best = soft_best_transforms(self.codebook, a.temperature, a.sym_sign).detach()
+            losses["copies"] = kernel_copy_loss(kernel, best, cfg.module_channels)
+            total = total + a.lambda_copies * losses["copies"]
         losses["total"] = total
         return losses
+
+
+def codebook_reach(args: argparse.Namespace) -> float:
+    """± pixels the codebook's translation axes span: the shifts drawn, plus the farthest code cell
+    of the context at any rotation (:func:`scg_core.model.pairs.neighbour_deltas`)."""
+    return args.max_shift + args.stride * (args.context - 1) / 2 * math.sqrt(2)
 
 
 def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -176,7 +207,8 @@ def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, acce
     """The batches of steps ``start …`` for this rank: drawn on the device from the images held
     there once (:mod:`training.image_bank`), or with ``--no-cache`` decoded per step in workers."""
     options = dict(seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch, pairs=args.pairs,
-                   patch=patch, max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
+                   patch=patch, max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain,
+                   context_patch=context_side(patch, args.stride, args.context))
     if args.no_cache:
         return loop.batches(PairBatches(folder, **options), start, args.steps, args.workers)
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None
@@ -207,7 +239,8 @@ def main(args: argparse.Namespace) -> dict:
     start = checkpoints.resume(args.resume)
 
     patch = objective.ae.config.receptive_field
-    folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift), cache=not args.no_cache)
+    folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift, context_side(patch, args.stride, args.context)),
+                         cache=not args.no_cache)
     samples = step_batches(args, folder, patch, accelerator, start)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "
                       f"{accelerator.device} · steps {start}→{args.steps} · ablate: {','.join(args.ablate) or 'none'}")

@@ -72,9 +72,30 @@ def centre_features(kernel: Tensor, patches: Tensor, mean: Tensor, std: Tensor) 
         ``[N,J]`` = ``⟨kernel, (patch − mean)/std⟩``. The normalisation is folded into the kernel
         (``⟨K/std, patch⟩ − ⟨K/std, mean⟩``), one pass over the patches instead of three.
     """
-    scaled = kernel / std.reshape(1, -1, 1, 1)
-    bias = (scaled * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    scaled, bias = _fold_normalisation(kernel, mean, std)
     return patches.flatten(1) @ scaled.flatten(1).T - bias
+
+
+def _fold_normalisation(kernel: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+    """``(K/std, ⟨K/std, mean⟩)``: ``⟨K, (x − mean)/std⟩ = ⟨K/std, x⟩ − ⟨K/std, mean⟩``."""
+    scaled = kernel / std.reshape(1, -1, 1, 1)
+    return scaled, (scaled * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+
+
+def context_features(kernel: Tensor, patches: Tensor, mean: Tensor, std: Tensor, stride: int) -> Tensor:
+    """The encoder's features at the code cells of context patches (:func:`centre_features` for
+    every cell ``stride`` apart that fits).
+
+    Args:
+        kernel: ``[J,C,R,R]``; ``patches``: ``[N,C,S,S]`` in [0,1] with ``S = R + stride·(K − 1)``.
+
+    Returns:
+        ``[N,K²,J]``, cells in row-major order; the centre cell equals :func:`centre_features` of
+        the patch's centre ``R×R``.
+    """
+    scaled, bias = _fold_normalisation(kernel, mean, std)
+    f = F.conv2d(patches, scaled, stride=stride) - bias.view(1, -1, 1, 1)
+    return f.flatten(2).transpose(1, 2)
 
 
 def encode_composed(x: Tensor, kernel: Tensor, config: ModularAEConfig) -> Tensor:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .pairs import warp_grid
 
 
 def reconstruction_loss(reconstruction: Tensor, target: Tensor, border: int = 0) -> Tensor:
@@ -40,13 +43,15 @@ class EquivarianceCodebook(nn.Module):
         grid: points along ``(tx, ty, θ)``; translations span ``translation_range`` inclusive,
             rotations ``2π·j/n_θ`` for ``j < n_θ``.
         translation_range: ``(low, high)`` in pixels: ``±stride/2`` (docs/scg_notes.md §3).
-
-    Starts at the identity everywhere ("nothing changes"), which is what an untrained encoder's
-    features do under small transformations.
+        tent: ``None``: start at the identity everywhere ("nothing changes"), which is what an
+            untrained encoder's features do under small transformations. A cell size in pixels:
+            start at the identity times ``max(0, 1 − |tx|/tent)·max(0, 1 − |ty|/tent)``, so that
+            summed over the code cells around a point (:func:`scg_core.model.pairs.neighbour_deltas`)
+            the prediction starts as the bilinear interpolation of their features.
     """
 
     def __init__(self, num_modules: int, module_channels: int, grid: tuple[int, int, int] = (5, 5, 8),
-                 translation_range: tuple[float, float] = (-2.0, 2.0)) -> None:
+                 translation_range: tuple[float, float] = (-2.0, 2.0), tent: float | None = None) -> None:
         super().__init__()
         if len(grid) != 3 or min(grid) < 1:
             raise ValueError(f"grid must be three positive sizes (tx, ty, θ); got {grid}")
@@ -56,6 +61,11 @@ class EquivarianceCodebook(nn.Module):
         self.translation_range = (float(translation_range[0]), float(translation_range[1]))
         eye = torch.eye(module_channels).expand(num_modules, *self.grid, module_channels, module_channels)
         self.matrices = nn.Parameter(eye.clone())  # (k, n_tx, n_ty, n_θ, l, l)
+        if tent is not None:
+            tx, ty, _ = self.grid_points()
+            hat = lambda t: (1 - t.abs() / tent).clamp_min(0)
+            with torch.no_grad():
+                self.matrices.mul_((hat(tx)[:, None] * hat(ty)[None, :]).view(1, *self.grid[:2], 1, 1, 1))
 
     def grid_points(self) -> tuple[Tensor, Tensor, Tensor]:
         """The grid's ``tx [n_tx]``, ``ty [n_ty]`` (pixels) and ``θ [n_θ]`` (radians)."""
@@ -77,6 +87,24 @@ class EquivarianceCodebook(nn.Module):
         weights = (wx[:, :, None, None] * wy[:, None, :, None] * wt[:, None, None, :]).flatten(1)  # (N, G)
         table = self.matrices.permute(1, 2, 3, 0, 4, 5).reshape(nx * ny * nt, k * l * l)  # (G, k·l·l)
         return (weights @ table).view(-1, k, l, l)
+
+    def read(self, delta: Tensor) -> Tensor:
+        """Every module's matrix at many transformations: ``delta [M,3]`` → ``[M, k, l, l]``.
+
+        The same trilinear interpolation as :meth:`forward` (clamped in translation, periodic in θ),
+        as one 3-D ``grid_sample`` of the codebook: it touches 8 grid points a row where
+        :meth:`forward`'s dense weights touch all ``G``, so it suits many rows on a fine grid
+        (the neighbourhood prediction reads ``context²`` matrices per pair).
+        """
+        k, nx, ny, nt, l, _ = self.matrices.shape
+        volume = self.matrices.permute(0, 4, 5, 3, 2, 1).reshape(1, k * l * l, nt, ny, nx)
+        volume = torch.cat([volume, volume[:, :, :1]], dim=2)  # θ = 2π repeats θ = 0: periodic
+        lo, hi = self.translation_range
+        axis = lambda v: (v - lo) / (hi - lo) * 2 - 1 if hi > lo else torch.zeros_like(v)
+        theta = torch.remainder(delta[:, 2], 2 * math.pi) / math.pi - 1
+        grid = torch.stack([axis(delta[:, 0]), axis(delta[:, 1]), theta], dim=-1).view(1, -1, 1, 1, 3)
+        out = F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+        return out.view(k, l, l, -1).permute(3, 0, 1, 2)
 
     def axis_weights(self, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Linear-interpolation weights along each grid axis: ``delta [N,3]`` → ``[N, n_tx]``,
@@ -121,20 +149,28 @@ def equivariance_loss(features: Tensor, transformed_features: Tensor, matrices: 
     """``L_equ = Σ_i ||f'^(i) − M^(i)(δ) f^(i)||²``, averaged over samples.
 
     Args:
-        features: ``f`` at N points of ``I``: ``[N, k, l]`` (or ``[N, k·l]``, split by ``matrices``).
-        transformed_features: ``f'`` at the *same physical points* of ``I' = L_δ(I)``, same shape.
-        matrices: ``M^(i)(δ)`` per sample, ``[N, k, l, l]`` (``EquivarianceCodebook(δ)``).
-        relative: divide by the detached mean ``||f||²`` (an error relative to feature energy; the
-            scale then does not depend on the kernels' norm). Per-module normalisation is
+        features: ``f`` at N points of ``I``: ``[N, k, l]`` (or ``[N, k·l]``, split by ``matrices``);
+            or ``[N, q, k·l]``: the ``q`` code cells around each point, predicting
+            ``Σ_q M^(i)(δ_q) f_q^(i)`` (:func:`scg_core.model.pairs.neighbour_deltas`).
+        transformed_features: ``f'`` at the *same physical points* of ``I' = L_δ(I)``: ``[N, k·l]``.
+        matrices: ``M^(i)(δ)`` per sample, ``[N, k, l, l]`` (``EquivarianceCodebook(δ)``), or
+            ``[N, q, k, l, l]`` with neighbourhood features.
+        relative: divide by the detached mean ``||f||²`` (over points and code cells): an error
+            relative to feature energy, whose scale does not depend on the kernels' norm. Per-module normalisation is
             deliberately not offered: it collapsed modules to zero norm (docs/scg_notes.md §8).
     """
-    N, k, l, _ = matrices.shape
-    f = features.reshape(N, k, l)
+    N, k, l = matrices.shape[0], matrices.shape[-3], matrices.shape[-1]
     f_prime = transformed_features.reshape(N, k, l)
-    predicted = torch.einsum("nkij,nkj->nki", matrices, f)
+    if matrices.ndim == 4:
+        f = features.reshape(N, k, l)
+        predicted = torch.einsum("nkij,nkj->nki", matrices, f)
+    else:
+        f = features.reshape(N, -1, k, l)
+        predicted = torch.einsum("nqkij,nqkj->nki", matrices, f)
     loss = (f_prime - predicted).pow(2).sum(dim=(1, 2)).mean()
     if relative:
-        loss = loss / f.detach().pow(2).sum(dim=(1, 2)).mean().clamp_min(1e-12)
+        energy = f.detach().pow(2).sum(dim=(1, 2)) if f.ndim == 3 else f.detach().pow(2).sum(dim=(2, 3)).mean(dim=1)
+        loss = loss / energy.mean().clamp_min(1e-12)
     return loss
 
 
@@ -177,3 +213,51 @@ def symmetry_loss(codebook: EquivarianceCodebook, temperature: float = 0.1, sign
     target = torch.eye(l, dtype=M.dtype, device=M.device).view(1, l, l, 1)  # e_m[p]
     loss = (target - columns).pow(2).sum()
     return loss / (k * l * l) if reduction == "mean" else loss
+
+
+def transformed_kernels(kernel: Tensor, delta: Tensor) -> Tensor:
+    """Each kernel as it must look for a transformation to map it onto another channel.
+
+    If channel ``m`` of ``I' = L_δ(I)``'s feature equals channel ``n`` of ``I``'s for every image
+    (``⟨K_m, L_δ I⟩ = ⟨K_n, I⟩``), then ``K_n(u) = K_m(A u + t)``: this samples ``K_m`` there
+    (bilinear, zero outside; ``A``, ``t`` as in :func:`scg_core.model.pairs.warp_grid`).
+
+    Args:
+        kernel: ``[J,C,R,R]`` (``R`` odd): the composed kernels, ``J = k·l``.
+        delta: ``[J,J',3]``: for kernel ``j``, ``J'`` transformations ``(tx, ty, θ)``.
+
+    Returns:
+        ``[J,J',C,R,R]``.
+    """
+    J, C, R, _ = kernel.shape
+    count = delta.shape[1]
+    cos, sin = torch.cos(delta[..., 2]), torch.sin(delta[..., 2])
+    tx, ty = delta[..., 0], delta[..., 1]
+    # u ↦ A u + t is warp_grid's map for the inverse transformation (−Aᵀt, −θ)
+    inverse = torch.stack([-(cos * tx - sin * ty), -(sin * tx + cos * ty), -delta[..., 2]], dim=-1)
+    grid = warp_grid(inverse.reshape(-1, 3), R, (R - 1) // 2)  # (J·J', R, R, 2)
+    sources = kernel[:, None].expand(J, count, C, R, R).reshape(-1, C, R, R)
+    out = F.grid_sample(sources, grid.to(kernel.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.view(J, count, C, R, R)
+
+
+def kernel_copy_loss(kernel: Tensor, best: Tensor, module_channels: int) -> Tensor:
+    """Within a module, each kernel is a transformed copy of every other one: the mean over
+    modules and channel pairs ``(m, n)`` of ``||K_n − K_m(A u + t)||²`` at ``δ*_mn``, relative to the
+    mean kernel energy (detached).
+
+    The paper's ``L_sym`` asks the codebook for a transformation between every two channels, and
+    can be met by the codebook alone; this asks the *kernels* to be related by it (the official
+    release's training code has a term to this effect, on image responses rather than kernels).
+
+    Args:
+        kernel: ``[k·l,C,R,R]`` composed kernels.
+        best: ``[k,l,l,3]``: ``δ*_mn`` (:func:`soft_best_transforms`; pass it detached to leave the
+            codebook to ``L_equ`` and ``L_sym``).
+    """
+    J, C, R, _ = kernel.shape
+    k, l = J // module_channels, module_channels
+    moved = transformed_kernels(kernel, best.reshape(J, l, 3))  # (k·l [module, m], l [n], C, R, R)
+    target = kernel.view(k, 1, l, C, R, R).expand(k, l, l, C, R, R).reshape(J, l, C, R, R)  # K_n
+    energy = kernel.detach().pow(2).sum(dim=(1, 2, 3)).mean().clamp_min(1e-12)
+    return (target - moved).pow(2).sum(dim=(2, 3, 4)).mean() / energy

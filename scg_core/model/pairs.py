@@ -16,10 +16,44 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def pair_margin(patch: int, max_shift: float) -> int:
+def pair_margin(patch: int, max_shift: float, context_patch: int | None = None) -> int:
     """Half-size of the window a rotated and shifted ``patch`` needs around its centre: the
-    patch's half-diagonal plus the shift, plus one pixel for the bilinear interpolation."""
-    return math.ceil((patch - 1) / 2 * math.sqrt(2) + max_shift) + 1
+    patch's half-diagonal plus the shift, plus one pixel for the bilinear interpolation; at least
+    half the ``context_patch`` (the side of the untransformed patch, when larger)."""
+    return max(math.ceil((patch - 1) / 2 * math.sqrt(2) + max_shift) + 1, ((context_patch or patch) - 1) // 2)
+
+
+def context_side(patch: int, stride: int, context: int) -> int:
+    """Side of the untransformed patch whose ``context × context`` code cells (``stride`` apart)
+    surround its centre: ``patch + stride·(context − 1)``."""
+    if context < 1 or context % 2 == 0:
+        raise ValueError(f"context must be an odd number of code cells ≥ 1; got {context}")
+    return patch + stride * (context - 1)
+
+
+def neighbour_deltas(delta: Tensor, stride: int, context: int) -> Tensor:
+    """The transformation from each code cell around a pair's point to its transformed patch.
+
+    ``I' = L_δ(I)`` about the point ``c``; the code cell ``n = (nx, ny)`` (in cells, from the
+    centre) reads the patch at ``c + stride·n``, and ``I'``'s centre patch is that patch under
+    ``(t + stride·A n, θ)`` (the rotation ``A`` of :func:`warp_grid`). So a feature of ``I'`` can be
+    predicted from the ``context²`` features around the point, each through the codebook at its own
+    transformation (the official release's ``pred_ks`` neighbourhood), not only from the centre one.
+
+    Args:
+        delta: ``[N,3]`` = ``(tx, ty, θ)``.
+
+    Returns:
+        ``[N, context², 3]``, cells in row-major order (``ny`` outer), like a ``conv2d`` output flattened.
+    """
+    h = (context - 1) // 2
+    cells = torch.arange(-h, h + 1, device=delta.device, dtype=delta.dtype) * stride
+    ny, nx = torch.meshgrid(cells, cells, indexing="ij")
+    nx, ny = nx.reshape(1, -1), ny.reshape(1, -1)
+    cos, sin = torch.cos(delta[:, 2:3]), torch.sin(delta[:, 2:3])
+    tx = delta[:, 0:1] + cos * nx + sin * ny
+    ty = delta[:, 1:2] - sin * nx + cos * ny
+    return torch.stack([tx, ty, delta[:, 2:3].expand_as(tx)], dim=-1)
 
 
 def warp_grid(delta: Tensor, patch: int, radius: int) -> Tensor:
@@ -55,6 +89,7 @@ def sample_patch_pairs(
     patch: int = 21,
     max_shift: float = 2.0,
     delta: Tensor | None = None,
+    context_patch: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``count`` patch pairs from ``images``.
 
@@ -65,12 +100,15 @@ def sample_patch_pairs(
         patch: patch side (the receptive field: 21 for the released model).
         max_shift: translations are uniform in ``[-max_shift, max_shift)`` pixels per axis.
         delta: ``[N,3]`` transformations to use instead of random ones (``|t| ≤ max_shift``).
+        context_patch: side of ``P`` (odd, ≥ ``patch``; :func:`context_side`); default ``patch``.
 
     Returns:
-        ``(P, P', δ)``: ``P``, ``P'`` ``[N,3,patch,patch]`` in [0,1]; ``δ`` ``[N,3]`` =
-        ``(tx, ty, θ)``, θ uniform in ``[0, 2π)`` (counter-clockwise as displayed).
+        ``(P, P', δ)``: ``P`` ``[N,3,S,S]`` (``S = context_patch``), ``P'`` ``[N,3,patch,patch]`` in [0,1], both
+        centred on the pair's point; ``δ`` ``[N,3]`` = ``(tx, ty, θ)``, θ uniform in ``[0, 2π)``
+        (counter-clockwise as displayed).
     """
-    R = pair_margin(patch, max_shift)
+    side = context_patch or patch
+    R = pair_margin(patch, max_shift, side)
     window = 2 * R + 1
     sizes = [img.shape[-2:] for img in images]
     if any(min(s) < window for s in sizes):
@@ -89,5 +127,5 @@ def sample_patch_pairs(
         raise ValueError(f"delta must be [{count},3] with |tx|, |ty| ≤ {max_shift}; got {tuple(delta.shape)}")
     delta = delta.to(windows.dtype)
     warped = F.grid_sample(windows, warp_grid(delta, patch, R), mode="bilinear", padding_mode="zeros", align_corners=True)
-    lo = R - (patch - 1) // 2
-    return windows[..., lo : lo + patch, lo : lo + patch].contiguous(), warped, delta
+    lo = R - (side - 1) // 2
+    return windows[..., lo : lo + side, lo : lo + side].contiguous(), warped, delta

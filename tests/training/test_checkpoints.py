@@ -13,7 +13,7 @@ pytest.importorskip("diffusers", reason="train_controlnet needs diffusers (pip i
 from safetensors.torch import load_file  # noqa: E402
 
 from training import train_controlnet, train_modular_ae  # noqa: E402
-from training.checkpoints import MAY_CHANGE, differences  # noqa: E402
+from training.checkpoints import ADDED, MAY_CHANGE, differences  # noqa: E402
 
 from .photos import write_photos  # noqa: E402
 from .test_train_controlnet import FAST  # noqa: E402
@@ -211,3 +211,22 @@ def test_differences_name_each_argument_and_the_process_count():
     ]
     assert differences(saved, now, checked={"steps": "why"})[-2] == "--steps 10 (checkpoint) vs 20 (now) [why]"
     assert all(reason for reason in MAY_CHANGE.values())
+
+
+def test_a_checkpoint_from_before_an_added_argument_resumes_under_its_old_behaviour(photos, tmp_path):
+    # --context came after this layout: a checkpoint without it resumes at --context 1 (what the
+    # trainer did then) and is refused at another value, like any other argument
+    ae(photos, tmp_path / "full", "--steps", "4")
+    ae(photos, tmp_path / "cut", "--steps", "4", "--checkpoint-every", "2")
+    record = tmp_path / "cut" / "ae_checkpoints" / "step-0000002" / "args.json"
+    saved = json.loads(record.read_text())
+    del saved["args"]["context"]
+    record.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as e:
+        ae(photos, tmp_path / "cut", "--steps", "4", "--context", "3", "--resume", str(record.parent))
+    assert "--context 1 (checkpoint) vs 3 (now)" in one_line_error(e)
+    ae(photos, tmp_path / "cut", "--steps", "4", "--resume", str(record.parent))
+    for (name, x), y in zip(params(tmp_path / "full" / "ae.safetensors").items(), params(tmp_path / "cut" / "ae.safetensors").values()):
+        assert torch.equal(x, y), name
+    defaults = vars(train_modular_ae.parse_args(["--data", str(photos)]))
+    assert all(defaults[name] == value for name, value in ADDED.items())  # the old behaviour is the default

@@ -123,7 +123,39 @@ def test_two_processes_keep_identical_weights(photos, tmp_path):
     assert any(not torch.equal(x, y) for x, y in zip(r0.values(), params(single).values()))
 
 
+def test_context_prediction_trains_and_keeps_every_option(photos, tmp_path):
+    # --context 3 predicts each transformed feature from the 3×3 code cells around its point
+    # (another objective than the centre cell alone); repeatable, and the host path draws the same kind of data
+    runs = {"centre": [], "context": ["--context", "3"], "again": ["--context", "3"],
+            "host": ["--context", "3", "--no-cache"]}
+    for name, extra in runs.items():
+        main(parse_args(["--data", str(photos), "--output", str(tmp_path / f"{name}.safetensors"), "--steps", "30",
+                         "--lr", "0.01", "--seed", "2", *TINY, *extra]))
+    centre, context, host = (logged(tmp_path / f"{name}_checkpoints") for name in ("centre", "context", "host"))
+    assert all(torch.equal(x, y) for x, y in zip(params(tmp_path / "context.safetensors").values(),
+                                                 params(tmp_path / "again.safetensors").values()))
+    assert context[0]["equ"] != centre[0]["equ"]
+    assert context[-1]["recon"] < 0.5 * context[0]["recon"] and np.isfinite(host[-1]["total"])
+    assert context[0]["recon"] == pytest.approx(centre[0]["recon"], rel=1e-6)  # same crops and start
+
+
+def test_kernel_copy_term_is_logged_and_pulls_module_kernels_together(photos, tmp_path):
+    runs = {"off": [], "on": ["--lambda-copies", "1"]}
+    for name, extra in runs.items():
+        main(parse_args(["--data", str(photos), "--output", str(tmp_path / f"{name}.safetensors"), "--steps", "60",
+                         "--lr", "0.01", "--seed", "4", *TINY, *extra]))
+    off, on = (logged(tmp_path / f"{name}_checkpoints") for name in runs)
+    assert "copies" not in off[0] and on[0]["copies"] > 0
+    # the best transformations move with the codebook, so the term falls slowly (1.44 → 1.1 here)
+    assert np.mean([r["copies"] for r in on[-5:]]) < 0.85 * on[0]["copies"]
+    m = main(parse_args(["--data", str(photos), "--output", str(tmp_path / "abl.safetensors"), "--steps", "2",
+                         "--ablate", "equ,sym", "--lambda-copies", "1", *TINY]))
+    assert "copies" not in m  # no codebook, no best transformations
+
+
 def test_bad_arguments_are_refused(photos):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(photos), "--context", "2"])
     with pytest.raises(SystemExit):
         parse_args(["--data", str(photos), "--ablate", "recon"])
     with pytest.raises(SystemExit):
