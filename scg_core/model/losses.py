@@ -169,8 +169,7 @@ def equivariance_loss(features: Tensor, transformed_features: Tensor, matrices: 
         predicted = torch.einsum("nqkij,nqkj->nki", matrices, f)
     loss = (f_prime - predicted).pow(2).sum(dim=(1, 2)).mean()
     if relative:
-        energy = f.detach().pow(2).sum(dim=(1, 2)) if f.ndim == 3 else f.detach().pow(2).sum(dim=(2, 3)).mean(dim=1)
-        loss = loss / energy.mean().clamp_min(1e-12)
+        loss = loss / f.detach().pow(2).sum(dim=(-2, -1)).mean().clamp_min(1e-12)
     return loss
 
 
