@@ -1,4 +1,5 @@
-"""Hint speed: scg_core's factorised path vs the official composed-kernel path vs Canny.
+"""Hint speed: scg_core's factorised path vs the official composed-kernel path vs Canny (and what the
+per-image contrast of edges and texture groups costs).
 
     python benchmarks/bench_hint.py                 # CPU, 2 threads, 512² and 1024², batch 1
     python benchmarks/bench_hint.py --weights FILE  # any Modular AE (speed does not depend on values)
@@ -98,6 +99,24 @@ def cpu_table(model, sizes, rounds, single_group):
     return rows
 
 
+def contrast_table(model, sizes, rounds):
+    """What the per-image contrast of a group with a display span costs (scg_core.model.display):
+    its hint against the same group's hint at a fixed gain (the group's largest factor), interleaved."""
+    from scg_core.model.groups import with_gains
+
+    stretched = [g.name for g in model.groups if g.span is not None]
+    fixed = scg_core.ModularAE(model.config, groups=with_gains(model.groups, {}, spans=dict.fromkeys(stretched)))
+    fixed.load_state_dict(model.state_dict())
+    rows = []
+    with torch.inference_mode():
+        for size in sizes:
+            x = test_image(size)
+            for name in stretched:
+                ms = time_interleaved({"per image": lambda n=name: model.hint(x, [n]), "fixed": lambda n=name: fixed.hint(x, [n])}, rounds)
+                rows.append({"size": size, "group": name, "per_image_ms": ms["per image"], "fixed_ms": ms["fixed"]})
+    return rows
+
+
 def gpu_table(model, batch, rounds, single_group):
     rows = []
     sync = torch.cuda.synchronize
@@ -148,7 +167,10 @@ def main(argv=None) -> None:
     for s in args.sizes:
         print(f"\n{s}²: factorised all groups {comp[s] / ours_all[s]:.1f}× faster than composed; "
               f"one group {ours_all[s] / ours_one[s]:.1f}× faster than all groups, {comp[s] / ours_one[s]:.1f}× faster than composed")
-    result = {"source": source, "threads": args.threads, "cpu": rows}
+    result = {"source": source, "threads": args.threads, "cpu": rows, "contrast": contrast_table(model, args.sizes, args.rounds)}
+    for r in result["contrast"]:
+        print(f"{r['size']}² {r['group']}: per-image contrast {r['per_image_ms']:.1f} ms, fixed gain {r['fixed_ms']:.1f} ms "
+              f"({r['per_image_ms'] / r['fixed_ms']:.2f}× the time)")
     if torch.cuda.is_available():
         print(f"\nGPU {torch.cuda.get_device_name()}: 512², batch {args.gpu_batch}")
         result["gpu"] = gpu_table(model, args.gpu_batch, args.rounds, args.group)

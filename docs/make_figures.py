@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import scg_core
 from scg_core.formats.images import load_image, tensor_to_pil
+from scg_core.model.groups import with_gains
 from scg_core.tools.sheet import decomposition_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,13 +31,40 @@ def group_gallery(ae: scg_core.ModularAE, image: torch.Tensor, tile: int = 220) 
     return sheet
 
 
+FIXED_EDGES_GAIN = 4.1  # the default's edges_fine gain before the per-image contrast (docs/training_modular_ae.md)
+
+
+def contrast_figure(ae: scg_core.ModularAE, paths: list[Path], tile: int = 220) -> Image.Image:
+    """Per picture (a column): the input, its edges hint at the old fixed gain, at its own contrast."""
+    edges = next(g for g in ae.groups if g.label == "edges")
+    fixed = scg_core.ModularAE(ae.config, groups=with_gains(ae.groups, {edges.name: FIXED_EDGES_GAIN}, spans={edges.name: None}))
+    fixed.load_state_dict(ae.state_dict())
+    rows = [("input", lambda x: x), (f"edges, fixed gain x{FIXED_EDGES_GAIN:g}", lambda x: fixed.hint(x, ["edges"])),
+            ("edges, contrast per image", lambda x: ae.hint(x, ["edges"]))]
+    images = [load_image(p) for p in paths]
+    h = max(round(tile * x.shape[-2] / x.shape[-1]) for x in images)
+    sheet = Image.new("RGB", (tile * len(images), len(rows) * (h + 18)), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    with torch.inference_mode():
+        for r, (label, show) in enumerate(rows):
+            for c, x in enumerate(images):
+                picture = tensor_to_pil(show(x)[0]).resize((tile, round(tile * x.shape[-2] / x.shape[-1])), Image.Resampling.LANCZOS)
+                sheet.paste(picture, (c * tile, r * (h + 18) + 18))
+                draw.text((c * tile + 4, r * (h + 18) + 3), f"{label}: {paths[c].stem}" if r == 0 else label,
+                          fill=(235, 235, 235), font=ImageFont.load_default())
+    return sheet
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ae = scg_core.load_default()
     chelsea = load_image(ROOT / "photos" / "chelsea.jpg")
     decomposition_sheet(ae, chelsea, tile=192).save(OUT / "chelsea_sheet.png")
     group_gallery(ae, load_image(ROOT / "photos" / "astronaut.jpg")).save(OUT / "astronaut_groups.png")
-    for name in ("chelsea_sheet.png", "astronaut_groups.png"):
+    inputs = ROOT / "workflows" / "images"
+    contrast_figure(ae, [ROOT / "photos" / "chelsea.jpg", inputs / "scg_hazy.png", inputs / "scg_sketch.png"]).save(
+        OUT / "edges_contrast.jpg", quality=90, optimize=True)
+    for name in ("chelsea_sheet.png", "astronaut_groups.png", "edges_contrast.jpg"):
         print(OUT / name)
 
 

@@ -22,8 +22,8 @@ GROUPS_TOOLTIP = (
     "the official SCG autoencoder: HC0 (colour), HC1 (brightness), HC2, HC3 (edges), HC4, HC5 (higher frequency)."
 )
 GAINS_TOOLTIP = ("Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept); "
-                 "each factor > 0 and at most 10. They multiply the display gain the weight file stores for a "
-                 "group (faint edge and texture groups are stored stretched to a visible contrast).")
+                 "each factor > 0 and at most 10. They multiply how the weight file shows a group (faint edge and "
+                 "texture groups are stretched to a visible contrast per image, the others have a fixed display gain).")
 AE_TOOLTIP = ("From Load Modular AE; the bundled default when not connected (then the groups are checked "
               "before the run).")
 INFO_TOOLTIP = "What was computed (groups → modules, autoencoder, image size); the node also shows it after a run."
@@ -82,7 +82,7 @@ def compute_hint(model, images, groups: str, gains: str, size: tuple[int, int] |
     chosen = ", ".join(keep) if keep else "all"
     shown = core.hosts.selection.display_gain_note(model, keep)
     info = (f"SCG hint: groups [{chosen}] = modules {kept} of {getattr(model, 'source_name', 'the autoencoder')}"
-            f"{f' (display gain {shown})' if shown else ''}; {hint.shape[0]} image(s) {hint.shape[-1]}×{hint.shape[-2]}")
+            f"{f' (display: {shown})' if shown else ''}; {hint.shape[0]} image(s) {hint.shape[-1]}×{hint.shape[-2]}")
     return to_comfy_image(hint), info
 
 

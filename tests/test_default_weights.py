@@ -39,5 +39,7 @@ def _modules(text: str) -> list[int]:
 def test_the_weights_readme_lists_the_groups_the_file_has():
     readme = (scg_core.DEFAULT_WEIGHTS.parent / "README.md").read_text()
     rows = [line.strip("|").split("|") for line in readme.splitlines() if line.startswith("| ") and "---" not in line]
-    listed = {name.strip(): (_modules(modules), label.strip(), float(gain)) for name, modules, label, gain in rows[1:]}
-    assert listed == {g.name: (list(g.modules), g.label, g.gain) for g in scg_core.load_default().groups}
+    span = lambda text: None if text.strip() == "–" else float(text.strip().rstrip("%")) / 100  # noqa: E731
+    listed = {name.strip(): (_modules(modules), label.strip(), float(gain), span(shown))
+              for name, modules, label, gain, shown in rows[1:]}
+    assert listed == {g.name: (list(g.modules), g.label, g.gain, g.span) for g in scg_core.load_default().groups}

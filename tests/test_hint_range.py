@@ -1,4 +1,4 @@
-"""Display gains stored with the groups, their calibration, and the hint stability measure."""
+"""Display gains and spans stored with the groups, their calibration, and the hint stability measure."""
 
 import pytest
 import torch
@@ -7,7 +7,8 @@ from scg_core import ModularAE, load, save
 from scg_core.controlnet.metadata import controlnet_metadata, parse_controlnet_metadata, selection_mismatch
 from scg_core.model.groups import OFFICIAL_GROUPS, Group, with_gains
 from scg_core.tools.characterize import pink_noise
-from scg_core.tools.hint_range import calibrate_gains, hint_range, hint_stability
+from scg_core.model.display import contrast_factors
+from scg_core.tools.hint_range import calibrate_contrast, calibrate_display, calibrate_gains, hint_range, hint_stability
 
 from .test_characterize import gauss, hand_built_model, rgb
 
@@ -54,7 +55,7 @@ def test_controlnet_metadata_records_the_gain_and_a_changed_gain_is_reported():
     assert selection_mismatch(info, model, ["edges"]) == []
     model.groups = with_gains(model.groups, {"edges": 2.0})  # same weights, another display gain
     problems = selection_mismatch(info, model, ["edges"])
-    assert len(problems) == 1 and "display gain 2" in problems[0] and "at 4" in problems[0]
+    assert len(problems) == 1 and "display gain 2" in problems[0] and "at display gain 4" in problems[0]
 
 
 def faint_and_bright_model():
@@ -96,3 +97,118 @@ def test_stability_separates_a_smooth_group_from_an_aliasing_one():
     assert r["low"]["shift_1px"] > 0.999 and r["low"]["rotate_90"] > 0.999
     assert r["fine"]["shift_1px"] < 0.95 and r["fine"]["rotate_90"] < 0.95  # sampled every 4 px, it aliases
     assert r == hint_stability(ae, pink_noise(128), ["low", "fine"])
+
+
+# ------------------------------------------------------------------ per-image contrast (display span)
+def stretched_model(max_gain=64.0):
+    ae = faint_and_bright_model()
+    ae.groups = with_gains(ae.groups, {"edges": max_gain}, spans={"edges": 0.6})
+    return ae
+
+
+def interior(ae, x):
+    m = ae.config.receptive_field // 2
+    return x[..., m:-m, m:-m]
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 1.5, float("nan"), True, "0.6"])
+def test_a_group_refuses_a_bad_span(bad):
+    with pytest.raises(ValueError, match="display span"):
+        Group("edges", (1,), "edges", gain=8.0, span=bad)
+
+
+def test_contrast_factors_reach_the_span_and_keep_clipping_under_one_percent():
+    torch.manual_seed(0)
+    mean = torch.tensor([0.5, 0.5, 0.5])
+    gauss_dev = 0.01 * torch.randn(1, 3, 64, 64)
+    heavy = 0.001 * torch.distributions.Cauchy(0.0, 1.0).sample((1, 3, 64, 64))  # tails the span alone would clip
+    factors = contrast_factors(torch.cat([gauss_dev, heavy]), mean, 0.6, 1e6)
+    assert factors.shape == (2,)
+    for dev, s in zip((gauss_dev, heavy), factors):
+        shown = 0.5 + s * dev
+        outside = float(((shown < 0) | (shown > 1)).float().mean())
+        assert outside <= 0.01 + 1e-3
+    lo, hi = torch.quantile((0.5 + factors[0] * gauss_dev).flatten(), torch.tensor([0.01, 0.99]))
+    assert float(hi - lo) == pytest.approx(0.6, rel=1e-3)  # the well-behaved image reaches the span exactly
+    lo, hi = torch.quantile((0.5 + factors[1] * heavy).flatten(), torch.tensor([0.01, 0.99]))
+    assert float(hi - lo) < 0.55  # the heavy-tailed one is held back by the clipping limit instead
+    # the largest factor bounds a flat image; each image of a batch gets its own factor
+    flat = 1e-6 * torch.randn(1, 3, 64, 64)
+    assert float(contrast_factors(flat, mean, 0.6, 20.0)[0]) == 20.0
+    assert torch.equal(contrast_factors(torch.cat([flat, gauss_dev]), mean, 0.6, 20.0)[1:], contrast_factors(gauss_dev, mean, 0.6, 20.0))
+
+
+def test_contrast_factors_ignore_the_margin():
+    torch.manual_seed(0)
+    dev = 0.01 * torch.randn(1, 3, 64, 64)
+    framed = dev.clone()
+    framed[..., :5, :] = 1.0  # a bright border, as zero padding makes
+    mean = torch.tensor([0.5, 0.5, 0.5])
+    assert torch.equal(contrast_factors(framed, mean, 0.6, 100.0, margin=5), contrast_factors(dev[..., 5:-5, 5:-5], mean, 0.6, 100.0))
+    assert not torch.equal(contrast_factors(framed, mean, 0.6, 100.0), contrast_factors(dev, mean, 0.6, 100.0))
+
+
+def test_a_stretched_group_looks_the_same_on_a_faint_copy_of_the_image():
+    """A hazy or low-contrast picture (``0.5 + c·(x − 0.5)``) gives the same band-pass hint: the
+    centre-surround module sees ``c`` times the deviations and the factor is ``1/c`` times larger."""
+    ae, x = stretched_model(max_gain=1000.0), photos()[2]
+    faint = 0.5 + 0.25 * (x - 0.5)
+    a, b = interior(ae, ae.hint(x, ["edges"])), interior(ae, ae.hint(faint, ["edges"]))
+    assert (a - 0.5).abs().mean() > 0.05  # a visible hint…
+    assert (a - b).abs().mean() < 1e-3 and (a - b).abs().max() < 0.01  # …the same on the faint copy
+    fixed = faint_and_bright_model()  # at a fixed gain the faint copy's hint is four times fainter
+    a, b = (interior(fixed, fixed.hint(im, ["edges"], gains={"edges": 20.0})) for im in (x, faint))
+    assert (a - b).abs().mean() > 0.015  # ¾ of the deviations lost, against < 0.001 above
+
+
+@torch.no_grad()
+def test_the_stretched_hint_is_the_one_every_path_shows():
+    ae, images = stretched_model(), photos()
+    x = torch.cat([images[0][..., :256, :256], images[2][..., :256, :256]])
+    hint = ae.hint(x, ["edges"])
+    # per image: a batch gives what each image gives alone
+    assert torch.allclose(hint[1:], ae.hint(x[1:], ["edges"]), atol=1e-6)
+    # raw_hint is the same hint before the image mapping; selecting by label is the same
+    assert torch.allclose(hint, ae.denormalize(ae.raw_hint(x, ["edges"])).clamp(0, 1), atol=1e-6)
+    assert torch.equal(hint, ae.hint(x, ["EDGES"]))
+    # a user's factor multiplies the per-image one
+    raw, halved = ae.raw_hint(x, ["edges"]), ae.raw_hint(x, ["edges"], gains={"edges": 0.5})
+    assert torch.allclose(halved, 0.5 * raw, atol=1e-6)
+    # with another group the two add: the stretched one at its factor, the other at its gain
+    both = ae.raw_hint(x, ["edges", "brightness"])
+    assert torch.allclose(both, raw + ae.raw_hint(x, ["brightness"]), atol=1e-5)
+    # the reconstruction and modules chosen by index are not stretched
+    plain = faint_and_bright_model()
+    assert torch.equal(ae.hint(x), plain.hint(x)) and torch.equal(ae.hint(x, modules=[1]), plain.hint(x, modules=[1]))
+    # hint_range measures what hint shows
+    ranges = hint_range(ae, [x[:1]], ae.groups[1])
+    lo, hi = torch.quantile(interior(ae, hint[:1]).flatten().double(), torch.tensor([0.01, 0.99], dtype=torch.float64))
+    assert ranges["span"][0] == pytest.approx(float(hi - lo), abs=1e-3)
+
+
+def test_calibrated_contrast_makes_every_photo_readable_and_clips_under_one_percent():
+    ae, images = faint_and_bright_model(), photos()
+    ae.groups = calibrate_display(ae, images, ["edges"])
+    edges, brightness = ae.groups[1], ae.groups[0]
+    assert edges.span == 0.6 and brightness.span is None and brightness.gain == 1.0
+    with torch.no_grad():  # the edges module chosen by index: at factor 1
+        needed = [float(contrast_factors(ae.raw_hint(im, modules=[1]) * ae.std, ae.mean, 0.6, float("inf"), 10)[0]) for im in images]
+    assert edges.gain == pytest.approx(4 * sorted(needed)[1], rel=0.05)  # 4× the median image's factor
+    after = hint_range(ae, images, edges)
+    assert min(after["span"]) >= 0.55 and max(after["clipped"]) <= 0.01
+    assert calibrate_contrast(ae, images, ["edges"], headroom=2.0)["edges"] == pytest.approx(edges.gain / 2, rel=0.05)
+    with pytest.raises(ValueError, match="no group named 'nope'"):
+        calibrate_contrast(ae, images, ["nope"])
+
+
+def test_spans_are_saved_with_the_weights_recorded_by_controlnets_and_a_change_is_reported(tmp_path):
+    model = model_with([Group("low", (0, 1)), Group("edges", (2, 3), "edges", gain=16.0, span=0.6)])
+    loaded = load(save(model, tmp_path / "ae.safetensors"))
+    assert [(g.gain, g.span) for g in loaded.groups] == [(1.0, None), (16.0, 0.6)]
+    assert "span" not in loaded.groups[0].to_dict() and loaded.groups[1].to_dict()["span"] == 0.6
+    info = parse_controlnet_metadata(controlnet_metadata(model, ["edges"]))
+    assert [(g.name, g.gain, g.span) for g in info.groups] == [("edges", 16.0, 0.6)]
+    assert selection_mismatch(info, model, ["edges"]) == []
+    model.groups = with_gains(model.groups, {"edges": 4.0}, spans={"edges": None})  # back to a fixed gain
+    problems = selection_mismatch(info, model, ["edges"])
+    assert len(problems) == 1 and "display gain 4" in problems[0] and "contrast stretched to 60% (factor ≤ 16)" in problems[0]

@@ -308,6 +308,6 @@ def test_the_info_line_says_when_a_group_is_shown_at_a_display_gain():
     edges = next(g.name for g in ae.groups if g.label == "edges")
     image = torch.rand(1, 40, 48, 3)
     _, info = compute_hint(ae, image, "edges", "")
-    assert f"(display gain {edges} ×3.5)" in info
+    assert f"(display: {edges} ×3.5)" in info
     _, info = compute_hint(ae, image, "brightness", "")
-    assert "display gain" not in info
+    assert "display:" not in info

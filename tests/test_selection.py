@@ -58,3 +58,5 @@ def test_display_gain_note_names_the_stored_gains_a_selection_uses():
     assert display_gain_note(ae, ["edges"]) == "edges_fine ×4.1"
     assert display_gain_note(ae, ["brightness", "texture", "edges_fine"]) == "texture ×2.5, edges_fine ×4.1"
     assert display_gain_note(ae, ["brightness"]) == "" and display_gain_note(ae, None) == ""
+    ae.groups = (Group("colour", (0,), gain=1.2), Group("edges_fine", (1,), "edges", gain=16.0, span=0.6))
+    assert display_gain_note(ae, ["edges", "colour"]) == "edges_fine contrast 60%, colour ×1.2"

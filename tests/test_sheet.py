@@ -111,3 +111,17 @@ def test_group_tiles_and_stretch_factors_follow_the_display_gains(released_ae):
     module = next(g.modules[0] for g in gained.groups if g.name == "HC3")
     factor = lambda tiles: float(next(k for k in tiles if k.startswith(f"module {module} · ")).rsplit("· x", 1)[1])  # noqa: E731
     assert factor(tiles) == pytest.approx(factor(plain) / 4, rel=0.05, abs=0.05)
+
+
+def test_a_group_tile_with_a_display_span_is_the_stretched_hint(released_ae):
+    from scg_core.model.groups import with_gains
+
+    x = photo()
+    stretched = ModularAE(released_ae.config, groups=with_gains(released_ae.groups, {"HC3": 50.0}, spans={"HC3": 0.6}))
+    stretched.load_state_dict(released_ae.state_dict())
+    tiles = dict(decomposition_tiles(stretched, x, tile=96))
+    title = next(g.title for g in stretched.groups if g.name == "HC3")
+    with torch.no_grad():
+        hint = stretched.hint(x, ["HC3"])
+    assert np.abs(pixels(tiles[title]) - pixels(tensor_to_pil(hint))).max() <= 1
+    assert np.abs(pixels(tiles[title]) - pixels(tensor_to_pil(released_ae.hint(x, ["HC3"])))).max() > 10  # it did change

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from scg_core import DEFAULT_WEIGHTS, load, save
 from scg_core.formats.images import load_image
-from scg_core.model.groups import Group, validate_groups, with_gains
-from scg_core.tools.characterize import characterize, write_report
-from scg_core.tools.hint_range import calibrate_gains, hint_range
+from scg_core.model.groups import Group, validate_groups
+from scg_core.tools.characterize import STRETCHED, characterize, write_report
+from scg_core.tools.hint_range import calibrate_display, hint_range
 
 from . import gather_photos, train_modular_ae
 
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                             "final_losses": model.provenance.get("final_losses", {})}
             if variant == "constrained":
                 model.groups = validate_groups([Group.from_dict(g) for g in result["groups"]], model.config.num_modules)
-                model.groups = with_gains(model.groups, calibrate_gains(model, training_photos))
+                model.groups = calibrate_display(model, training_photos, STRETCHED)
                 result["summary"]["hint_span_at_gain"] = {
-                    g.name: {"gain": g.gain, **{k: v[0] for k, v in hint_range(model, [image], g).items()}} for g in model.groups}
+                    g.name: {"gain": g.gain, "span": g.span, **{k: v[0] for k, v in hint_range(model, [image], g).items()}} for g in model.groups}
                 row[variant]["groups"] = [g.to_dict() for g in model.groups]
                 save(model, out, provenance={"characterize": result["summary"], "heldout": heldout.name})
         row["checks"] = criteria(row["constrained"]["summary"], row["ablated"]["summary"])

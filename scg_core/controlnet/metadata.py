@@ -10,7 +10,7 @@ Keys (all strings, as safetensors requires):
 * ``scg_format`` = ``"scg.controlnet"``, ``scg_format_version`` = ``"1"``
 * ``scg_hint_contract``: :data:`scg_core.HINT_CONTRACT_VERSION` of the hints it was trained on
 * ``scg_groups``: JSON list of ``{"name", "modules", "label"}`` (and ``"gain"``, the group's display gain,
-  when it is not 1) — the groups the hints kept
+  when it is not 1, and ``"span"``, its per-image contrast, when set) — the groups the hints kept
 * ``scg_gains``: JSON object, group → factor (may be ``{}``)
 * ``scg_modular_ae``: JSON object with the autoencoder's ``fingerprint`` (see :func:`fingerprint`)
 * ``scg_group_mode``: ``"fixed"`` (every hint kept ``scg_groups``) or ``"random"`` (one of
@@ -137,6 +137,13 @@ def read_controlnet_info(path: str | os.PathLike) -> ControlNetInfo | None:
         raise ValueError(f"{path}: {e}") from e
 
 
+def display_setting(group: Group) -> str:
+    """``"display gain 4"`` or ``"contrast stretched to 60% (factor ≤ 18)"``: how a hint shows ``group``."""
+    if group.span is None:
+        return f"display gain {group.gain:g}"
+    return f"contrast stretched to {100 * group.span:g}% (factor ≤ {group.gain:g})"
+
+
 def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[str] | None, gains: Mapping[str, float] | None = None) -> list[str]:
     """Why hints of this selection differ from what the ControlNet was trained on ([] = they match).
 
@@ -164,11 +171,11 @@ def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[
                             f"but the hint keeps [{chosen_names}]")
         return problems
     if same_ae:
-        trained_gain = {g.name: g.gain for g in info.groups}
+        trained = {g.name: g for g in info.groups}
         for g in chosen:
-            if g.name in trained_gain and trained_gain[g.name] != g.gain:
-                problems.append(f"group {g.name} is shown at display gain {g.gain:g} by this autoencoder file, but this "
-                                f"ControlNet was trained on it at {trained_gain[g.name]:g}")
+            if g.name in trained and (trained[g.name].gain, trained[g.name].span) != (g.gain, g.span):
+                problems.append(f"group {g.name} is shown at {display_setting(g)} by this autoencoder file, but this "
+                                f"ControlNet was trained on it at {display_setting(trained[g.name])}")
     if (same_ae and chosen_modules != info.modules) or (
         not same_ae and {n.lower() for n in chosen_names.split(", ")} != {g.name.lower() for g in info.groups}
     ):

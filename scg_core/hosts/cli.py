@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> None:
         model = load_model(args.weights, device)
         print(model)
         for g in model.groups:
-            shown = "" if g.gain == 1.0 else f", shown at display gain {g.gain:g}"
+            shown = (f", shown with its contrast stretched to {100 * g.span:g}% (factor ≤ {g.gain:g})" if g.span is not None
+                     else "" if g.gain == 1.0 else f", shown at display gain {g.gain:g}")
             print(f"  {g.title}: modules {list(g.modules)}{shown}")
         print(f"  provenance: {model.provenance}")
         print(f"  device: {device}")
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "hint":
         result = source_hint(model, image, keep, gains, modules=modules, short_side=args.short_side)
         shown = display_gain_note(model, keep)
-        what = f"{result.shape[-1]}×{result.shape[-2]}, modules {kept}" + (f", display gain {shown}" if shown else "")
+        what = f"{result.shape[-1]}×{result.shape[-2]}, modules {kept}" + (f", display: {shown}" if shown else "")
     else:
         if args.short_side is not None:
             image = resize_short_side(image, args.short_side)

@@ -70,10 +70,13 @@ def parse_gains(text: str) -> dict[str, float]:
 
 
 def display_gain_note(model, keep: list[str] | None) -> str:
-    """``"edges_fine ×4.1"``: the stored display gains (other than 1) of the groups ``keep`` selects,
-    for the hosts' info lines; ``""`` when there are none (or ``keep`` is ``None``: every module, gain 1).
+    """``"edges_fine contrast 60%, colour ×1.2"``: how the groups ``keep`` selects are shown, for the
+    hosts' info lines — the per-image contrast of a group with a display span, the stored display
+    gain (other than 1) of the others; ``""`` when there is nothing to say (or ``keep`` is ``None``:
+    every module, gain 1).
 
     ``model``: a :class:`scg_core.ModularAE`; its groups resolve the names and labels in ``keep``.
     """
-    gains = {g.name: g.gain for key in keep or [] for g in model.find_groups(key) if g.gain != 1.0}
-    return ", ".join(f"{name} ×{gain:g}" for name, gain in gains.items())
+    shown = {g.name: (f"contrast {100 * g.span:g}%" if g.span is not None else f"×{g.gain:g}")
+             for key in keep or [] for g in model.find_groups(key) if g.span is not None or g.gain != 1.0}
+    return ", ".join(f"{name} {how}" for name, how in shown.items())

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from . import functional as Fn
 from .checks import check_image, check_same_device
 from .config import ModularAEConfig
-from .groups import Group, find_groups, module_gains, validate_groups
+from .display import contrast_factors
+from .groups import Group, find_groups, module_display, module_gains, validate_groups
 
 
 class ModularAE(nn.Module):
@@ -147,7 +148,8 @@ class ModularAE(nn.Module):
         modules: Iterable[int] | None = None,
         gains: Mapping[str, float] | None = None,
     ) -> Tensor:
-        """SCG's raw hint: encode, keep (and scale) the selected modules, decode.
+        """SCG's raw hint: encode, keep (and scale) the selected modules, decode. A kept group with a
+        display span is scaled per image to its contrast (:mod:`scg_core.model.display`).
 
         Only the kept modules are computed, so a one-group hint costs a fraction of the full
         decomposition. With no selection all modules are kept (the reconstruction).
@@ -180,17 +182,41 @@ class ModularAE(nn.Module):
         return self._hint(x, groups, modules, gains, as_image=True)
 
     def _hint(self, x, groups, modules, gains, as_image: bool) -> Tensor:
-        gain = self.module_gains(groups, modules, gains)
+        gain, stretched = module_display(self.config.num_modules, self.groups, groups, modules, gains)
         kept = [i for i, g in enumerate(gain) if g != 0.0]
         if not kept:
             check_image(x, self.config.in_channels, self.config.receptive_field)
             raw = torch.zeros_like(x)
             return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
         f = self.encode(x, kept)
+        if any(stretched[i] for i in kept):
+            raw = self._stretched_raw(f, x.shape[-2:], kept, [gain[i] for i in kept], [stretched[i] for i in kept])
+            return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
         if any(gain[i] != 1.0 for i in kept):
             per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
             f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
         return self.decode(f, x.shape[-2:], kept, as_image=as_image)
+
+    def _stretched_raw(self, f: Tensor, size, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
+        """The raw hint of features ``f`` of the ``kept`` modules when some take the per-image
+        contrast of their group (``owners``; ``None``: a fixed factor). Such a group is decoded on its
+        own at factor 1, scaled by its :func:`~scg_core.model.display.contrast_factors`, then by the
+        user's factor (``gain``); the other modules are decoded together at their factors."""
+        l = self.config.module_channels
+        parts: dict[Group | None, list[int]] = {}  # owner → positions in ``kept``
+        for position, owner in enumerate(owners):
+            parts.setdefault(owner, []).append(position)
+        raw = None
+        for group, positions in parts.items():
+            channels = [p * l + c for p in positions for c in range(l)]
+            factor = torch.tensor([1.0 if group else gain[p] for p in positions], dtype=f.dtype, device=f.device)
+            part = self.decode(f[:, channels] * factor.repeat_interleave(l).view(1, -1, 1, 1), size, [kept[p] for p in positions])
+            if group is not None:  # every module of a stretched group carries the group's user factor
+                shown = contrast_factors(part * self.std.to(part.dtype), self.mean.flatten(), group.span, group.gain,
+                                         self.config.receptive_field // 2)
+                part = part * (shown * gain[positions[0]]).view(-1, 1, 1, 1)
+            raw = part if raw is None else raw + part
+        return raw
 
     def module_reconstructions(self, x: Tensor) -> Tensor:
         """Each module's own reconstruction, ``[B, k, C, H, W]`` in normalised units.

@@ -24,8 +24,9 @@ and the rest are grouped as ``texture`` (weak, mostly high-frequency residue).
 For each proposed group the summary also gives how its hint follows the test image
 (``hint_stability``: Pearson r after a 1-pixel shift and an exact 90° rotation, aligned back) and how
 much of the grey range it uses (``hint_span``, 1st–99th percentile, and ``hint_clipped``, at gain 1).
-``--calibrate PHOTOS`` sets each group's display gain from a folder of photos
-(:func:`scg_core.tools.hint_range.calibrate_gains`) and reports the spans at those gains.
+``--calibrate PHOTOS`` sets each group's display settings from a folder of photos
+(:func:`scg_core.tools.hint_range.calibrate_display`: band-pass groups stretched per image, the
+others at a fixed gain) and reports the spans they give the test image.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from torch import Tensor
 from ..formats.images import load_image
 from ..formats.weights import WeightsError, load, save
 from ..model import functional as Fn
-from ..model.groups import Group, validate_groups, with_gains
+from ..model.groups import Group, validate_groups
 from ..model.modular_ae import ModularAE
 from ..model.pairs import sample_patch_pairs
-from .hint_range import calibrate_gains, hint_range, hint_stability
+from .hint_range import calibrate_display, hint_range, hint_stability
 from .sheet import decomposition_sheet
 
 FREQUENCIES = torch.linspace(0.0, 0.5, 21)  # cycles per pixel, up to Nyquist
@@ -61,6 +62,7 @@ COLOUR_AXES = {  # unit directions in RGB
 UNIFORM_COLOURS = {"white": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
                    "yellow": (1, 1, 0), "cyan": (0, 1, 1), "magenta": (1, 0, 1)}
 COLOUR_MIN, LUMINANCE_MAX, FINE_EDGES, LOWPASS_DC_GAIN = 0.75, 0.25, 0.1, 1 / math.sqrt(2)
+STRETCHED = ("edges_coarse", "edges_fine", "texture")  # band-pass groups: shown stretched per image (scg_core.model.display)
 LABELS = {"colour": "colour", "brightness": "brightness", "edges_coarse": "coarse edges",
           "edges_fine": "fine edges", "mixed": "colour + luminance", "texture": "weak, high frequency"}
 
@@ -335,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, help="write kernels.png, tuning.png, modules.png and characterization.json here")
     p.add_argument("--write-groups", action="store_true", help="store the proposed groups in the weight file")
     p.add_argument("--calibrate", type=Path, metavar="PHOTOS",
-                   help="with --write-groups: set each group's display gain from this folder of photos (png/jpg)")
+                   help="with --write-groups: set each group's display gain (or, for edges and texture, its "
+                        "per-image contrast) from this folder of photos (png/jpg)")
     p.add_argument("--energy-threshold", type=float, default=0.01)
     args = p.parse_args(argv)
     if args.calibrate and not args.write_groups:
@@ -364,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
             if not photos:
                 print(f"error: no png/jpg/webp photos in {args.calibrate}", file=sys.stderr)
                 return 2
-            model.groups = with_gains(model.groups, calibrate_gains(model, [load_image(q) for q in photos]))
+            model.groups = calibrate_display(model, [load_image(q) for q in photos], STRETCHED)
             for g in model.groups:
                 span = hint_range(model, [image], g)["span"][0]
-                print(f"display gain {g.name}: {g.gain:g} (test image: spans {100 * span:.0f}% of the grey range)")
+                how = f"stretched to {100 * g.span:.0f}% by at most {g.gain:g}" if g.span else f"display gain {g.gain:g}"
+                print(f"{g.name}: {how} (test image: spans {100 * span:.0f}% of the grey range)")
         save(model, args.weights, provenance={"characterize": result["summary"]})
         print(f"wrote groups {[g.title for g in model.groups]} into {args.weights}")
     return 0

@@ -1,11 +1,13 @@
-"""How readable and how stable each group's hint is, and the display gains that make faint groups readable.
+"""How readable and how stable each group's hint is, and the display settings that make faint groups readable.
 
 A band-pass group (edges, texture) decodes to mid-grey with faint lines: its hint may use a tenth of
 the grey range. :func:`calibrate_gains` finds, per group, the display gain (stored with the group,
 applied inside ``ModularAE.hint``) that stretches it to a visible contrast while clipping almost
-nothing. :func:`hint_range` measures the result; :func:`hint_stability` measures how much a group's
-hint changes when the input moves by one pixel or turns by 90° (what the equivariance constraint is
-meant to keep small, and what aliasing of a too-fine module breaks).
+nothing; :func:`calibrate_contrast` finds the largest factor for a group stretched per image
+(a display span, ``scg_core.model.display``). :func:`hint_range` measures the result;
+:func:`hint_stability` measures how much a group's hint changes when the input moves by one pixel or
+turns by 90° (what the equivariance constraint is meant to keep small, and what aliasing of a
+too-fine module breaks).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..model.groups import Group
+from ..model.display import contrast_factors
+from ..model.groups import Group, with_gains
 from ..model.modular_ae import ModularAE
 
 MAX_SAMPLES = 4_000_000  # values per quantile (torch.quantile's input limit is 16M)
@@ -49,17 +52,20 @@ def hint_range(model: ModularAE, images: Sequence[Tensor], group: Group, gain: f
 
     Args:
         images: ``[1,3,H,W]`` or ``[3,H,W]`` float in [0,1].
-        gain: the display gain to measure at (default: the group's stored one).
+        gain: the display gain to measure at (default: as ``model.hint`` shows the group: its stored
+            gain, or with a display span each image's own factor).
 
     Returns:
         ``{"span": [...], "clipped": [...]}``, one value per image, over the interior pixels and all channels.
     """
-    gain = group.gain if gain is None else gain
     mean = model.mean.view(1, -1, 1, 1)
     spans, clips = [], []
     for image in images:
         image = image if image.ndim == 4 else image[None]
-        span, clipped = _spread(_interior(model, mean.to(image.dtype) + gain * _deviation(model, image, group)))
+        deviation = _deviation(model, image, group)
+        factor = (gain if gain is not None else group.gain if group.span is None
+                  else float(contrast_factors(deviation, model.mean, group.span, group.gain, model.config.receptive_field // 2)[0]))
+        span, clipped = _spread(_interior(model, mean.to(image.dtype) + factor * deviation))
         spans.append(span)
         clips.append(clipped)
     return {"span": spans, "clipped": clips}
@@ -80,6 +86,40 @@ def calibrate_gains(model: ModularAE, images: Sequence[Tensor], *, span: float =
         per_image = [_image_gain(model, im if im.ndim == 4 else im[None], group, span, clip) for im in images]
         gains[group.name] = max(1.0, float(f"{float(torch.tensor(per_image).median()):.2g}"))
     return gains
+
+
+def calibrate_display(model: ModularAE, images: Sequence[Tensor], stretched: Sequence[str], *,
+                      span: float = 0.6) -> tuple[Group, ...]:
+    """The model's groups with display settings calibrated on ``images``: the groups named in
+    ``stretched`` (band-pass: edges, texture) stretched per image to ``span`` up to
+    :func:`calibrate_contrast`'s factor; the others (colour, brightness: their level is the
+    content) at a fixed :func:`calibrate_gains` gain."""
+    stretched = [g.name for g in model.groups if g.name in set(stretched)]
+    fixed = {name: gain for name, gain in calibrate_gains(model, images, span=span).items() if name not in stretched}
+    return with_gains(model.groups, {**fixed, **calibrate_contrast(model, images, stretched, span=span)},
+                      spans={name: span for name in stretched})
+
+
+def calibrate_contrast(model: ModularAE, images: Sequence[Tensor], names: Sequence[str], *, span: float = 0.6,
+                       headroom: float = 4.0) -> dict[str, float]:
+    """The largest factor for each of the groups ``names`` when it is stretched per image to ``span``:
+    ``headroom`` × the median over ``images`` of the factor each image needs (unbounded but for the
+    clipping limit), so that a flat picture — a blank page, a clear sky — is amplified at most
+    ``headroom`` times more than a typical photo, and its noise is not shown at full contrast.
+
+    Returns:
+        group name → largest factor, rounded to 2 significant digits; store it with
+        ``with_gains(groups, factors, spans={name: span})``.
+    """
+    out = {}
+    for name in names:
+        group = next((g for g in model.groups if g.name == name), None)
+        if group is None:
+            raise ValueError(f"no group named {name!r}; the groups are {', '.join(g.name for g in model.groups)}")
+        needed = [float(contrast_factors(_deviation(model, im if im.ndim == 4 else im[None], group), model.mean, span,
+                                         float("inf"), model.config.receptive_field // 2)[0]) for im in images]
+        out[name] = float(f"{headroom * float(torch.tensor(needed).median()):.2g}")
+    return out
 
 
 def _image_gain(model: ModularAE, image: Tensor, group: Group, span: float, clip: float) -> float:

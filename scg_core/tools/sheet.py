@@ -17,6 +17,8 @@ from torch import Tensor
 
 from ..formats.images import tensor_to_pil
 from ..model.checks import check_image
+from ..model.display import contrast_factors
+from ..model.groups import Group
 from ..model.modular_ae import ModularAE
 
 LABEL_HEIGHT = 18
@@ -24,7 +26,7 @@ LEGEND_LINE = 14
 BACKGROUND = (32, 32, 32)
 TEXT = (235, 235, 235)
 MIN_TILE, MAX_TILE = 64, 1024
-LEGEND = ("Group tiles: the hint as the ControlNet sees it (at the group's display gain), not stretched further. "
+LEGEND = ("Group tiles: the hint as the ControlNet sees it (at the group's display gain or contrast), not stretched further. "
           "Module tiles: one module's reconstruction, zero at mid-grey, stretched to its own peak; "
           "xN = how much stronger it looks than in its group's hint; % = its share of the image's energy.")
 
@@ -43,6 +45,15 @@ def stretch(model: ModularAE, peak: float) -> float:
     """How many times larger a module's values look on its tile (``±peak`` → ±0.5) than in a hint
     (``raw·std``): the ``xN`` on module labels."""
     return 0.5 / (max(peak, 1e-8) * float(model.std.mean()))
+
+
+def display_factor(model: ModularAE, group: Group, raw: Tensor) -> float:
+    """The factor ``model.hint`` shows ``group`` at for an image whose group decode is ``raw``
+    ``[1,3,H,W]`` (normalised units): its display gain, or with a display span the image's own."""
+    if group.span is None:
+        return group.gain
+    deviation = raw * model.std.to(raw.dtype)
+    return float(contrast_factors(deviation, model.mean.flatten(), group.span, group.gain, model.config.receptive_field // 2)[0])
 
 
 def module_label(index: int, group: str | None, share: float, factor: float) -> str:
@@ -64,8 +75,8 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
 
     Each module is encoded and decoded alone at full resolution, added to its group's sum, measured
     and shrunk to its tile before the next; a group's hint is ``clamp(gain·sum·std + mean, 0, 1)``
-    (``gain``: the group's display gain), which equals ``model.hint(image, groups=[group])`` because
-    the maps are linear.
+    (``gain``: the group's display gain, or with a display span the image's contrast factor), which
+    equals ``model.hint(image, groups=[group])`` because the maps are linear.
     ``progress(done, total)`` is called after each module.
     """
     check_image(image, model.config.in_channels, model.config.receptive_field)
@@ -82,6 +93,7 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
     total, done = sum(len(members) for _, members in passes), 0
     tiles = [("input", tensor_to_pil(shrink(image, size).clamp_(0, 1)))]
     modules: dict[int, tuple[float, float, Tensor]] = {}  # index → (energy, peak |value|, shrunk raw)
+    shown_gain: dict[str, float] = {}  # group name → the factor its tile shows it at
     with torch.inference_mode():
         for group, members in passes:
             total_raw = torch.zeros_like(image)
@@ -97,11 +109,12 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
                 if progress:
                     progress(done, total)
             if group is not None:
-                shown = model.denormalize(total_raw.mul_(group.gain)).clamp_(0, 1)
+                shown_gain[group.name] = display_factor(model, group, total_raw)
+                shown = model.denormalize(total_raw.mul_(shown_gain[group.name])).clamp_(0, 1)
                 tiles.append((group.title, tensor_to_pil(shrink(shown, size).clamp_(0, 1))))
             del total_raw
     membership = {m: g.name for g in model.groups for m in g.modules}
-    gain = {m: g.gain for g in model.groups for m in g.modules}
+    gain = {m: shown_gain[g.name] for g in model.groups for m in g.modules}
     whole = max(sum(energy for energy, _, _ in modules.values()), 1e-12)
     for i in range(k):
         energy, peak, small = modules[i]

@@ -70,7 +70,7 @@ class TabCallbacks:
         names = self.service.group_names(settings, groups)
         kept = ", ".join(names) if names else "all modules"
         shown = display_gain_note(self.service.model(settings), names)
-        gains = f" · display gain {shown}" if shown else ""
+        gains = f" · display: {shown}" if shown else ""
         return f"Hint of **{kept}**{gains} · {image.shape[1]}×{image.shape[0]} · autoencoder: {settings.autoencoder}"
 
     def generation_hint(self, image, groups, gains, width: int, height: int) -> np.ndarray:

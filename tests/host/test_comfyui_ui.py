@@ -122,7 +122,7 @@ def test_encode_nodes_show_their_info_on_the_node_after_a_run(page, comfy):
         assert box["text"] == box["value"]
         assert box["text"].startswith(f"SCG hint: groups [{box['groups']}] = modules ["), box
         shown = display_gain_note(default, parse_groups(box["groups"]))  # e.g. "edges_fine ×4.1"
-        gain = f" (display gain {shown})" if shown else ""
+        gain = f" (display: {shown})" if shown else ""
         assert f"of default (bundled){gain}; 1 image(s) {width}×{height}" in box["text"], box
         assert box["warning"] == "0"
 

@@ -1,0 +1,58 @@
+"""How a faint group's hint becomes a readable image: a contrast factor chosen per image.
+
+A band-pass group (edges, texture) decodes to the mean colour plus small deviations. How small
+depends on the picture far more than on the group: the edges of a misty wallpaper are a tenth of a
+sketch's. One stored gain cannot suit both, so a group with a *display span*
+(:attr:`scg_core.model.groups.Group.span`) is stretched per image: the deviations are scaled so
+that their 1st–99th percentile spans ``span`` of the grey range, by at most the group's stored
+gain (a blank page or a clear sky is not blown up into its noise), and never so far that more than
+1% of the values would leave [0, 1].
+
+The factor is one number per image, so the hint still moves with its image (a global scale leaves
+the correlation of a shifted hint with the original unchanged), and the ControlNet trained on the
+hint sees exactly what every host shows (``ModularAE.hint`` applies it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TAIL = 0.005  # share of the values allowed beyond each end of [0, 1]: ≤ 1% clipped in all
+MAX_VALUES = 1 << 18  # values per image the quantiles read (a strided subsample beyond: ~1,300 in each 0.5% tail)
+
+
+def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: float, margin: int = 0) -> Tensor:
+    """Per-image factors ``s`` for a hint ``mean + s·deviation``.
+
+    Args:
+        deviation: ``[B,C,H,W]`` the group's decoded image minus the mean colour, in image units
+            (``raw_hint · std``).
+        mean: ``[C]`` (or broadcastable) the mean colour the hint is centred on, in [0,1].
+        span: the share of the grey range, in (0, 1), that the 1st–99th percentile of
+            ``s·deviation`` (all channels of an image pooled) should span.
+        max_gain: the largest factor.
+        margin: pixels left out at each edge when measuring (where zero padding shows).
+
+    Returns:
+        ``[B]`` factors in ``(0, max_gain]``, in ``deviation``'s dtype:
+        ``min(span / (q99 − q1), headroom, max_gain)``, where ``headroom`` keeps the values beyond
+        the 0.5th and 99.5th percentiles the only ones that can leave [0, 1].
+    """
+    H, W = deviation.shape[-2:]
+    if H > 2 * margin and W > 2 * margin:
+        deviation = deviation[..., margin:H - margin, margin:W - margin]
+    flat = deviation.detach().flatten(1)
+    if flat.shape[1] > MAX_VALUES:
+        flat = flat[:, :: -(-flat.shape[1] // MAX_VALUES)]
+    levels = torch.tensor([TAIL, 0.01, 0.99, 1 - TAIL], dtype=torch.float32, device=flat.device)
+    lowest, low, high, highest = torch.quantile(flat.float(), levels, dim=1).double()  # each (B,)
+    mean = mean.detach().double().flatten().to(flat.device)
+    tiny = torch.finfo(torch.float32).tiny
+    stretch = span / (high - low).clamp_min(tiny)
+    room_above, room_below = 1 - mean.max(), mean.min()  # a side with no room clips whatever the factor
+    above = room_above / highest.clamp_min(tiny) if room_above > 0 else torch.full_like(highest, torch.inf)
+    below = room_below / (-lowest).clamp_min(tiny) if room_below > 0 else torch.full_like(lowest, torch.inf)
+    headroom = torch.minimum(above, below)
+    factors = torch.minimum(torch.minimum(stretch, headroom), torch.tensor(float(max_gain), dtype=torch.float64))
+    return factors.to(deviation.dtype)
