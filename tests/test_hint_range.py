@@ -138,6 +138,21 @@ def test_contrast_factors_reach_the_span_and_keep_clipping_under_one_percent():
     assert torch.equal(contrast_factors(torch.cat([flat, gauss_dev]), mean, 0.6, 20.0)[1:], contrast_factors(gauss_dev, mean, 0.6, 20.0))
 
 
+def test_contrast_factors_of_a_large_image_are_measured_on_a_sample_that_does_not_alias(monkeypatch):
+    """Fine stripes (period 4 px, the default's edges) of varying strength on a 3 × 512 × 600 image:
+    the subsample the quantiles read gives the factor of all the values within 2%."""
+    import scg_core.model.display as display
+
+    y, x = torch.meshgrid(torch.arange(512.0), torch.arange(600.0), indexing="ij")  # 921,600 values: every 4th…
+    stripes = torch.sin(2 * torch.pi * x / 4) * (0.2 + (y / 512) ** 3) * 0.02  # …would hit one phase of each row
+    deviation = torch.stack([stripes, 0.5 * stripes, -stripes])[None]
+    scale, mean = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.5, 0.5, 0.5])
+    sampled = contrast_factors(deviation / scale.view(1, 3, 1, 1), mean, 0.6, 1e6, scale=scale)
+    monkeypatch.setattr(display, "MAX_VALUES", 10**9)  # every value
+    every = contrast_factors(deviation, mean, 0.6, 1e6)
+    assert float(sampled[0]) == pytest.approx(float(every[0]), rel=0.02)
+
+
 def test_contrast_factors_ignore_the_margin():
     torch.manual_seed(0)
     dev = 0.01 * torch.randn(1, 3, 64, 64)

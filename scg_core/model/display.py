@@ -15,14 +15,17 @@ hint sees exactly what every host shows (``ModularAE.hint`` applies it).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 TAIL = 0.005  # share of the values allowed beyond each end of [0, 1]: ≤ 1% clipped in all
-MAX_VALUES = 1 << 18  # values per image the quantiles read (a strided subsample beyond: ~1,300 in each 0.5% tail)
+MAX_VALUES = 1 << 18  # values per image the quantiles read at most (≥ 1,300 in each 0.5% tail)
 
 
-def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: float, margin: int = 0) -> Tensor:
+def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: float, margin: int = 0,
+                     scale: Tensor | None = None) -> Tensor:
     """Per-image factors ``s`` for a hint ``mean + s·deviation``.
 
     Args:
@@ -33,6 +36,8 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
             ``s·deviation`` (all channels of an image pooled) should span.
         max_gain: the largest factor.
         margin: pixels left out at each edge when measuring (where zero padding shows).
+        scale: ``[C]``, when given ``deviation`` is in other units and ``deviation·scale`` is measured
+            (the raw hint and ``std``: only the sampled values are multiplied).
 
     Returns:
         ``[B]`` factors in ``(0, max_gain]``, in ``deviation``'s dtype:
@@ -42,9 +47,17 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
     H, W = deviation.shape[-2:]
     if H > 2 * margin and W > 2 * margin:
         deviation = deviation[..., margin:H - margin, margin:W - margin]
-    flat = deviation.detach().flatten(1)
-    if flat.shape[1] > MAX_VALUES:
-        flat = flat[:, :: -(-flat.shape[1] // MAX_VALUES)]
+    C, h, w = deviation.shape[-3:]
+    # every step-th value in memory order, the step prime to the row length so that the samples of
+    # successive rows fall on other columns (a grid of pixels would alias with the fine stripes of a
+    # band-pass group and bias the percentiles)
+    step = max(1, math.ceil(C * h * w / MAX_VALUES))
+    while math.gcd(step, w) != 1:
+        step += 1
+    flat = deviation.detach().flatten(1)[:, ::step]
+    if scale is not None:
+        channel = torch.arange(0, C * h * w, step, device=flat.device) // (h * w)
+        flat = flat * scale.detach().to(flat)[channel]
     levels = torch.tensor([TAIL, 0.01, 0.99, 1 - TAIL], dtype=torch.float32, device=flat.device)
     lowest, low, high, highest = torch.quantile(flat.float(), levels, dim=1).double()  # each (B,)
     mean = mean.detach().double().flatten().to(flat.device)
@@ -54,5 +67,5 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
     above = room_above / highest.clamp_min(tiny) if room_above > 0 else torch.full_like(highest, torch.inf)
     below = room_below / (-lowest).clamp_min(tiny) if room_below > 0 else torch.full_like(lowest, torch.inf)
     headroom = torch.minimum(above, below)
-    factors = torch.minimum(torch.minimum(stretch, headroom), torch.tensor(float(max_gain), dtype=torch.float64))
+    factors = torch.minimum(stretch, headroom).clamp(max=float(max_gain))
     return factors.to(deviation.dtype)

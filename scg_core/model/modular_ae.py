@@ -207,14 +207,18 @@ class ModularAE(nn.Module):
         for position, owner in enumerate(owners):
             parts.setdefault(owner, []).append(position)
         raw = None
+        layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         for group, positions in parts.items():
-            channels = [p * l + c for p in positions for c in range(l)]
-            factor = torch.tensor([1.0 if group else gain[p] for p in positions], dtype=f.dtype, device=f.device)
-            part = self.decode(f[:, channels] * factor.repeat_interleave(l).view(1, -1, 1, 1), size, [kept[p] for p in positions])
+            # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
+            part = f if len(positions) == len(kept) else f[:, [p * l + c for p in positions for c in range(l)]].contiguous(memory_format=layout)
+            factor = [1.0 if group else gain[p] for p in positions]
+            if any(v != 1.0 for v in factor):
+                part = part * torch.tensor(factor, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
+            part = self.decode(part, size, [kept[p] for p in positions])
             if group is not None:  # every module of a stretched group carries the group's user factor
-                shown = contrast_factors(part * self.std.to(part.dtype), self.mean.flatten(), group.span, group.gain,
-                                         self.config.receptive_field // 2)
-                part = part * (shown * gain[positions[0]]).view(-1, 1, 1, 1)
+                shown = contrast_factors(part, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
+                                         scale=self.std.flatten())
+                part.mul_((shown * gain[positions[0]]).view(-1, 1, 1, 1))
             raw = part if raw is None else raw + part
         return raw
 

@@ -52,8 +52,8 @@ def display_factor(model: ModularAE, group: Group, raw: Tensor) -> float:
     ``[1,3,H,W]`` (normalised units): its display gain, or with a display span the image's own."""
     if group.span is None:
         return group.gain
-    deviation = raw * model.std.to(raw.dtype)
-    return float(contrast_factors(deviation, model.mean.flatten(), group.span, group.gain, model.config.receptive_field // 2)[0])
+    return float(contrast_factors(raw, model.mean.flatten(), group.span, group.gain, model.config.receptive_field // 2,
+                                  scale=model.std.flatten())[0])
 
 
 def module_label(index: int, group: str | None, share: float, factor: float) -> str:
