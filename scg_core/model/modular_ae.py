@@ -197,6 +197,12 @@ class ModularAE(nn.Module):
             f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
         return self.decode(f, x.shape[-2:], kept, as_image=as_image)
 
+    def contrast_factors(self, group: Group, raw: Tensor) -> Tensor:
+        """``[B]`` per-image factors at which ``hint`` shows ``group`` (one with a display span), from
+        its decode at factor 1, ``raw`` ``[B,C,H,W]`` in normalised units (:mod:`scg_core.model.display`)."""
+        return contrast_factors(raw, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
+                                scale=self.std.flatten())
+
     def _stretched_raw(self, f: Tensor, size, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
         """The raw hint of features ``f`` of the ``kept`` modules when some take the per-image
         contrast of their group (``owners``; ``None``: a fixed factor). Such a group is decoded on its
@@ -216,8 +222,7 @@ class ModularAE(nn.Module):
                 part = part * torch.tensor(factor, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
             part = self.decode(part, size, [kept[p] for p in positions])
             if group is not None:  # every module of a stretched group carries the group's user factor
-                shown = contrast_factors(part, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
-                                         scale=self.std.flatten())
+                shown = self.contrast_factors(group, part)
                 part.mul_((shown * gain[positions[0]]).view(-1, 1, 1, 1))
             raw = part if raw is None else raw + part
         return raw

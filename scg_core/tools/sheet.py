@@ -17,7 +17,6 @@ from torch import Tensor
 
 from ..formats.images import tensor_to_pil
 from ..model.checks import check_image
-from ..model.display import contrast_factors
 from ..model.groups import Group
 from ..model.modular_ae import ModularAE
 
@@ -52,8 +51,7 @@ def display_factor(model: ModularAE, group: Group, raw: Tensor) -> float:
     ``[1,3,H,W]`` (normalised units): its display gain, or with a display span the image's own."""
     if group.span is None:
         return group.gain
-    return float(contrast_factors(raw, model.mean.flatten(), group.span, group.gain, model.config.receptive_field // 2,
-                                  scale=model.std.flatten())[0])
+    return float(model.contrast_factors(group, raw)[0])
 
 
 def module_label(index: int, group: str | None, share: float, factor: float) -> str:
