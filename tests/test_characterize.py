@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scg_core import ModularAE, load, save
-from scg_core.tools.characterize import characterize, kernel_stats, main, pink_noise
+from scg_core.tools.characterize import ModuleStats, characterize, kernel_stats, main, name_edge_scales, pink_noise
 
 R = 21
 c = torch.arange(R, dtype=torch.float64) - R // 2
@@ -112,3 +112,24 @@ def test_cli_calibrates_display_gains_from_a_photo_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"edges_fine: stretched to 60% by at most {groups['edges_fine'].gain:g}" in out and "hint r: 1-px shift" in out
     assert main([str(path), "--write-groups", "--calibrate", str(tmp_path / "report-none")]) == 2
+
+
+def _bandpass(index, centroid):
+    return ModuleStats(index=index, energy_share=0.02, weight_norm=1.0, colour_fraction=0.0,
+                       preferred_frequency=centroid, frequency_centroid=centroid, dc_gain_ratio=0.0,
+                       orientation_selectivity=0.0, dc_luminance=0.0, kind="edges")
+
+
+@pytest.mark.parametrize("centroids, kinds", [
+    ([0.101, 0.213], ["edges_coarse", "edges_fine"]),  # an octave apart, both above 0.1 c/px
+    ([0.05, 0.06, 0.2], ["edges_coarse", "edges_coarse", "edges_fine"]),  # cut at the widest gap
+    ([0.05, 0.15, 0.2], ["edges_coarse", "edges_fine", "edges_fine"]),
+    ([0.15, 0.23, 0.31], ["edges_coarse", "edges_fine", "edges_fine"]),  # 1.05 octaves: cut at ×1.53
+    ([0.18, 0.3], ["edges_fine"] * 2),  # one scale (0.74 octave), above 0.1 c/px
+    ([0.06, 0.09], ["edges_coarse"] * 2),  # one scale, below it
+    ([0.2], ["edges_fine"]), ([0.05], ["edges_coarse"]),
+])
+def test_edge_scales_are_relative(centroids, kinds):
+    modules = [_bandpass(i, f) for i, f in enumerate(reversed(centroids))]  # order must not matter
+    name_edge_scales(modules)
+    assert [m.kind for m in reversed(modules)] == kinds

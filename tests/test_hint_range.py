@@ -227,3 +227,28 @@ def test_spans_are_saved_with_the_weights_recorded_by_controlnets_and_a_change_i
     model.groups = with_gains(model.groups, {"edges": 4.0}, spans={"edges": None})  # back to a fixed gain
     problems = selection_mismatch(info, model, ["edges"])
     assert len(problems) == 1 and "display gain 4" in problems[0] and "contrast stretched to 60% (factor ≤ 16)" in problems[0]
+
+
+@torch.no_grad()
+def test_stretched_groups_shown_together_keep_their_sum_under_one_percent_clipped():
+    """Two edge scales both labelled ``edges``: each is stretched to the span, and their sum is
+    turned down (never up) only as far as keeps ≤ 1% of its values outside [0, 1]."""
+    ae = ModularAE(num_modules=3, module_channels=1, parameterization="single", kernel_size=21, groups=[
+        Group("brightness", (0,)), Group("edges_coarse", (1,), "edges", gain=1000.0, span=0.6),
+        Group("edges_fine", (2,), "edges", gain=1000.0, span=0.6)])
+    kernels = [3 * rgb(gauss(2.0), (1, 1, 1)), rgb(gauss(1.5) - gauss(3.0), (1, 1, 1)), rgb(gauss(0.7) - gauss(1.4), (1, 1, 1))]
+    with torch.no_grad():
+        ae.kernels.copy_(torch.stack(kernels).float() * ae.std.view(1, 3, 1, 1))
+    x = photos()[2][..., :160, :160]
+    alone = [ae.raw_hint(x, [name]) for name in ("edges_coarse", "edges_fine")]
+    both = ae.raw_hint(x, ["edges"])
+    shown = interior(ae, ae.denormalize(both))
+    clipped = float(((shown < 0) | (shown > 1)).float().mean())
+    assert clipped <= 0.0105
+    summed = interior(ae, ae.denormalize(alone[0] + alone[1]))
+    assert float(((summed < 0) | (summed > 1)).float().mean()) > 0.015  # what the plain sum would clip
+    scale = float((both * (alone[0] + alone[1])).sum() / (alone[0] + alone[1]).pow(2).sum())
+    assert 0.3 < scale < 1 and torch.allclose(both, scale * (alone[0] + alone[1]), atol=1e-5)  # one factor on the sum
+    # a user's factor still multiplies what is shown; a group alone is not limited by the other
+    assert torch.allclose(ae.raw_hint(x, ["edges"], gains={"edges": 2.0}), 2 * both, atol=1e-5)
+    assert torch.allclose(ae.raw_hint(x, ["edges_fine", "brightness"]), alone[1] + ae.raw_hint(x, ["brightness"]), atol=1e-5)

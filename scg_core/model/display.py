@@ -8,6 +8,10 @@ that their 1st–99th percentile spans ``span`` of the grey range, by at most th
 gain (a blank page or a clear sky is not blown up into its noise), and never so far that more than
 1% of the values would leave [0, 1].
 
+Groups shown together (the label ``edges`` keeps both edge scales) are each stretched so; their
+sum is then turned down, never up, as far as keeps ≤ 1% of its values inside [0, 1]
+(:func:`clip_headroom`).
+
 The factor is one number per image, so the hint still moves with its image (a global scale leaves
 the correlation of a shifted hint with the original unchanged), and the ControlNet trained on the
 hint sees exactly what every host shows (``ModularAE.hint`` applies it).
@@ -44,6 +48,22 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
         ``min(span / (q99 − q1), headroom, max_gain)``, where ``headroom`` keeps the values beyond
         the 0.5th and 99.5th percentiles the only ones that can leave [0, 1].
     """
+    lowest, low, high, highest = _quantiles(deviation, margin, scale)
+    stretch = span / (high - low).clamp_min(torch.finfo(torch.float32).tiny)
+    factors = torch.minimum(stretch, _headroom(lowest, highest, mean)).clamp(max=float(max_gain))
+    return factors.to(deviation.dtype)
+
+
+def clip_headroom(deviation: Tensor, mean: Tensor, margin: int = 0, scale: Tensor | None = None) -> Tensor:
+    """``[B]`` the largest factors ``s`` (``inf`` where nothing can clip) for which at most 1% of
+    the values of ``mean + s·deviation`` leave [0, 1]; arguments as for :func:`contrast_factors`.
+    Several stretched groups shown together use it to keep their sum within that limit."""
+    lowest, _, _, highest = _quantiles(deviation, margin, scale)
+    return _headroom(lowest, highest, mean).to(deviation.dtype)
+
+
+def _quantiles(deviation: Tensor, margin: int, scale: Tensor | None) -> Tensor:
+    """``[4,B]`` float64: the 0.5th, 1st, 99th and 99.5th percentiles of each image's values."""
     H, W = deviation.shape[-2:]
     if H > 2 * margin and W > 2 * margin:
         deviation = deviation[..., margin:H - margin, margin:W - margin]
@@ -59,13 +79,14 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
         channel = torch.arange(0, C * h * w, step, device=flat.device) // (h * w)
         flat = flat * scale.detach().to(flat)[channel]
     levels = torch.tensor([TAIL, 0.01, 0.99, 1 - TAIL], dtype=torch.float32, device=flat.device)
-    lowest, low, high, highest = torch.quantile(flat.float(), levels, dim=1).double()  # each (B,)
-    mean = mean.detach().double().flatten().to(flat.device)
+    return torch.quantile(flat.float(), levels, dim=1).double()
+
+
+def _headroom(lowest: Tensor, highest: Tensor, mean: Tensor) -> Tensor:
+    """The factor up to which only values beyond ``lowest``/``highest`` leave [0, 1] around ``mean``."""
+    mean = mean.detach().double().flatten().to(lowest.device)
     tiny = torch.finfo(torch.float32).tiny
-    stretch = span / (high - low).clamp_min(tiny)
     room_above, room_below = 1 - mean.max(), mean.min()  # a side with no room clips whatever the factor
     above = room_above / highest.clamp_min(tiny) if room_above > 0 else torch.full_like(highest, torch.inf)
     below = room_below / (-lowest).clamp_min(tiny) if room_below > 0 else torch.full_like(lowest, torch.inf)
-    headroom = torch.minimum(above, below)
-    factors = torch.minimum(stretch, headroom).clamp(max=float(max_gain))
-    return factors.to(deviation.dtype)
+    return torch.minimum(above, below)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from . import functional as Fn
 from .checks import check_image, check_same_device
 from .config import ModularAEConfig
-from .display import contrast_factors
+from .display import clip_headroom, contrast_factors
 from .groups import Group, find_groups, module_display, module_gains, validate_groups
 
 
@@ -212,7 +212,7 @@ class ModularAE(nn.Module):
         parts: dict[Group | None, list[int]] = {}  # owner → positions in ``kept``
         for position, owner in enumerate(owners):
             parts.setdefault(owner, []).append(position)
-        raw = None
+        raw, shown_parts = None, []
         layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         for group, positions in parts.items():
             # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
@@ -222,8 +222,16 @@ class ModularAE(nn.Module):
                 part = part * torch.tensor(factor, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
             part = self.decode(part, size, [kept[p] for p in positions])
             if group is not None:  # every module of a stretched group carries the group's user factor
-                shown = self.contrast_factors(group, part)
-                part.mul_((shown * gain[positions[0]]).view(-1, 1, 1, 1))
+                shown_parts.append((part.mul_(self.contrast_factors(group, part).view(-1, 1, 1, 1)), gain[positions[0]]))
+                continue
+            raw = part
+        if len(shown_parts) > 1:  # stretched groups shown together: their sum keeps ≤ 1% clipped
+            total = torch.stack([part for part, _ in shown_parts]).sum(0)
+            limit = clip_headroom(total, self.mean.flatten(), self.config.receptive_field // 2, scale=self.std.flatten())
+            for part, _ in shown_parts:
+                part.mul_(limit.clamp(max=1.0).view(-1, 1, 1, 1))
+        for part, user in shown_parts:
+            part = part.mul_(user) if user != 1.0 else part
             raw = part if raw is None else raw + part
         return raw
 

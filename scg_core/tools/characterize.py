@@ -17,7 +17,9 @@ mean-removed reconstruction energy; those modules are classified:
 * ``colour`` — colour-opponent (at least 75% of the kernel energy along colour axes);
 * ``brightness`` — luminance (at most 25% colour) and low-pass: its response to a uniform field
   (frequency 0) is within 3 dB of its peak response (``A(0) ≥ max A / √2``);
-* ``edges_coarse`` / ``edges_fine`` — luminance band-pass, frequency centroid below / from 0.1 c/px;
+* ``edges_coarse`` / ``edges_fine`` — luminance band-pass. Modules whose centroids span at least
+  an octave are split at their widest gap into the two scales (as the official HC2 / HC3);
+  band-pass modules within one octave are one scale: coarse below 0.1 c/px, fine from it;
 * ``mixed`` — anything in between;
 and the rest are grouped as ``texture`` (weak, mostly high-frequency residue).
 
@@ -227,7 +229,7 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
         elif colour >= COLOUR_MIN:
             kind = "colour"
         elif colour <= LUMINANCE_MAX:
-            kind = "brightness" if dc_gain >= LOWPASS_DC_GAIN else ("edges_fine" if centroid >= FINE_EDGES else "edges_coarse")
+            kind = "brightness" if dc_gain >= LOWPASS_DC_GAIN else "edges"
         else:
             kind = "mixed"
         modules.append(ModuleStats(
@@ -236,6 +238,7 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
             orientation_selectivity=float(torch.tensor([s.orientation_selectivity for s in ks]).median()),
             dc_luminance=sum(s.dc["white"] for s in ks), kind=kind,
         ))
+    name_edge_scales(modules)
     carrying = [m for m in modules if m.kind != "texture"]
     osi = [per_kernel[m.index * l + j].orientation_selectivity for m in carrying for j in range(l)]
     summary = {
@@ -261,6 +264,25 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
         summary.setdefault("hint_clipped", {})[group.name] = ranges["clipped"][0]
     return {"summary": summary, "modules": [asdict(m) for m in modules], "kernels": [asdict(s) for s in per_kernel],
             "groups": [g.to_dict() for g in proposed.groups], "curves": curves}
+
+
+def name_edge_scales(modules: list[ModuleStats]) -> None:
+    """Turn each ``edges`` kind into ``edges_coarse`` or ``edges_fine``, in place.
+
+    Scales are relative: band-pass modules whose centroids span ≥ 1 octave are cut at the widest
+    ratio between neighbouring centroids; a set within one octave is one scale, named by its
+    geometric-mean centroid against ``FINE_EDGES`` (0.1 c/px, the stride-4 code's Nyquist
+    frequency is 0.125)."""
+    edges = sorted((m for m in modules if m.kind == "edges"), key=lambda m: m.frequency_centroid)
+    if not edges:
+        return
+    log_f = [math.log2(max(m.frequency_centroid, 1e-6)) for m in edges]
+    if log_f[-1] - log_f[0] >= 1.0:
+        cut = max(range(1, len(edges)), key=lambda i: log_f[i] - log_f[i - 1])
+    else:
+        cut = len(edges) if sum(log_f) / len(log_f) < math.log2(FINE_EDGES) else 0
+    for i, m in enumerate(edges):
+        m.kind = "edges_coarse" if i < cut else "edges_fine"
 
 
 def propose_groups(modules: list[ModuleStats]) -> list[Group]:
