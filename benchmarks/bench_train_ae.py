@@ -1,6 +1,7 @@
 """Steps per second of the modular-autoencoder trainer, and where a step's time goes.
 
-    python benchmarks/bench_train_ae.py                       # CPU, 2 threads, the default_ae preset
+    python benchmarks/bench_train_ae.py                       # CPU, 2 threads, the quick_ae preset
+    python benchmarks/bench_train_ae.py --preset default_ae   # the bundled default's 40,000-step setting (±8 px)
     python benchmarks/bench_train_ae.py --device cuda --compile reduce-overhead
 
 Runs the trainer's own objective and optimiser at the preset on the photos scikit-image and
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (the project's reference CPU has 2 cores)")
     p.add_argument("--steps", type=int, default=40, help="timed steps per path (each path runs 2× this)")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--preset", default="default_ae")
+    p.add_argument("--preset", default="quick_ae", help="quick_ae (5,400 steps; what --against revisions know) or default_ae")
     p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
     p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated")

@@ -22,6 +22,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/summary.log"
 # the autoencoder trainer: data paths side by side, then CUDA graphs
 run ae_eager 150 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20
 run ae_graphs 200 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20 --paths device --compile reduce-overhead
+run ae_default 90 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20 --paths device --preset default_ae
 # the ControlNet step: reference, ours, then each lever alone (SD1.5 shapes, 512², bf16)
 run cn_levers 330 $PY benchmarks/bench_train_controlnet.py --device cuda --shapes sd15 --resolution 512 --precision bf16 \
     --rounds 1 --steps 10 --warmup 3 \

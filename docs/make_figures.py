@@ -3,6 +3,7 @@
     python docs/make_figures.py
 """
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 import scg_core
 from scg_core.formats.images import load_image, tensor_to_pil
 from scg_core.model.groups import with_gains
+from scg_core.tools.hint_range import calibrate_contrast
 from scg_core.tools.sheet import decomposition_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +33,17 @@ def group_gallery(ae: scg_core.ModularAE, image: torch.Tensor, tile: int = 220) 
     return sheet
 
 
-FIXED_EDGES_GAIN = 4.1  # the default's edges_fine gain before the per-image contrast (docs/training_modular_ae.md)
-
-
 def contrast_figure(ae: scg_core.ModularAE, paths: list[Path], tile: int = 220) -> Image.Image:
-    """Per picture (a column): the input, its edges hint at the old fixed gain, at its own contrast."""
-    edges = next(g for g in ae.groups if g.label == "edges")
-    fixed = scg_core.ModularAE(ae.config, groups=with_gains(ae.groups, {edges.name: FIXED_EDGES_GAIN}, spans={edges.name: None}))
+    """Per picture (a column): the input, its edges hint at one fixed gain per edge group (the
+    median factor of the calibration photos: the stored largest factor / the calibration's
+    headroom), and at each picture's own contrast (what ``hint`` gives)."""
+    headroom = inspect.signature(calibrate_contrast).parameters["headroom"].default
+    edges = [g for g in ae.groups if g.label == "edges" and g.span]
+    fixed = scg_core.ModularAE(ae.config, groups=with_gains(
+        ae.groups, {g.name: g.gain / headroom for g in edges}, spans={g.name: None for g in edges}))
     fixed.load_state_dict(ae.state_dict())
-    rows = [("input", lambda x: x), (f"edges, fixed gain x{FIXED_EDGES_GAIN:g}", lambda x: fixed.hint(x, ["edges"])),
+    gains = ", ".join(f"x{g.gain / headroom:.2g}" for g in edges)
+    rows = [("input", lambda x: x), (f"edges, fixed gain {gains}", lambda x: fixed.hint(x, ["edges"])),
             ("edges, contrast per image", lambda x: ae.hint(x, ["edges"]))]
     images = [load_image(p) for p in paths]
     h = max(round(tile * x.shape[-2] / x.shape[-1]) for x in images)

@@ -3,8 +3,10 @@
     pip install -e ".[train]" && python -m training.build_default
 
 1. gathers the photographs that scikit-image and scikit-learn ship (``training.gather_photos``);
-2. for each seed trains the released configuration with the constraint (preset ``default_ae``)
-   and the same run with ``--ablate equ,sym`` (reconstruction only);
+2. for each seed trains the released configuration with the constraint (preset ``default_ae``:
+   the paper's 40,000 steps, pairs shifted by up to ±8 px) and the same run with
+   ``--ablate equ,sym`` (reconstruction only) — about 1.5–2 h per run on one CPU thread;
+   ``-- --preset quick_ae`` trains the former 5,400-step setting (15–25 min a run) instead;
 3. characterises every model on the held-out photo (``scg_core.tools.characterize``) and checks the
    acceptance criteria of the specialisation study;
 4. writes ``docs/specialisation/`` (reports, pictures, ``study.json``, ``README.md``) and installs

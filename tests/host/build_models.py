@@ -135,7 +135,7 @@ def official_scg_controlnet(models: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from scg_core.formats.official_ae import main as convert
+    from scg_core.convert import main as convert
 
     from ..official_checkpoints import (
         SD15,

@@ -68,3 +68,19 @@ def test_gather_photos_adds_the_mate_backgrounds_nature_photos_scaled_with_their
     assert "| heldout/chelsea.png | scikit-image" in sources
     with pytest.raises(SystemExit, match="apt-get install mate-backgrounds"):
         gather(tmp_path / "none", tmp_path / "empty")
+
+
+def test_build_trains_the_default_ae_preset_and_quick_ae_after_the_separator(monkeypatch, tmp_path):
+    """The bundled default's setting (40,000 steps, ±8 px) by default; ``-- --preset quick_ae`` the
+    former 5,400-step one. The arguments are those train_modular_ae parses, not re-stated here."""
+    import training.build_default as build
+    from training import train_modular_ae
+
+    seen = []
+    monkeypatch.setattr(train_modular_ae, "main", lambda args: seen.append(args))
+    build.train(tmp_path, tmp_path / "a.safetensors", 0, False, [])
+    build.train(tmp_path, tmp_path / "b.safetensors", 1, True, ["--preset", "quick_ae", "--threads", "1"])
+    default, quick = seen
+    assert (default.steps, default.max_shift, default.codebook_grid, default.weight_decay) == (40000, 8.0, [17, 17, 8], 0.0045)
+    assert (quick.steps, quick.max_shift, quick.codebook_grid, quick.weight_decay) == (5400, 2.0, [5, 5, 8], 0.0333)
+    assert quick.ablate and quick.seed == 1 and quick.threads == 1 and not default.ablate

@@ -139,7 +139,8 @@ def test_tables_grids_and_groups_from_the_controlnet(setup, tmp_path):
     out = tmp_path / "eval"
     results = evaluate(setup, out, "--canny-controlnet", str(setup["controlnet"]))
     # no --groups: the ControlNet was trained on one group at a time → one evaluation per group, + Canny
-    assert list(results) == ["brightness", "edges_fine", "canny"]  # the group names the metadata records
+    # the group names the metadata records: "edges" is the default's two edge scales
+    assert list(results) == ["brightness", "edges_coarse", "edges_fine", "canny"]
     for name in results:
         assert sorted(p.name for p in (out / name / "generated").iterdir()) == [  # the first 3 usable, in path order
             "00000_img0.png", "00001_img2.png", "00002_img4.png"]
@@ -155,7 +156,7 @@ def test_tables_grids_and_groups_from_the_controlnet(setup, tmp_path):
     canny = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "canny" / "hints" / "00000_img0.png"))
     assert set(np.unique(canny)) <= {0, 255}
     summary = (out / "summary.md").read_text().splitlines()
-    assert summary[2] == "| metric | brightness | edges_fine | canny |"
+    assert summary[2] == "| metric | brightness | edges_coarse | edges_fine | canny |"
     assert [line.split(" |")[0] for line in summary[4:]] == [
         "| PSNR gray ↑", "| PSNR color ↑", "| SSIM gray ↑", "| SSIM color ↑", "| FID ↓", "| CLIP image ↑", "| CLIP text ↑"]
     data = json.loads((out / "summary.json").read_text())

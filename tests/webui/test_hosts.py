@@ -232,8 +232,8 @@ def test_tab_and_preprocessor_start_on_the_same_group_brightness(monkeypatch, re
     assert groups[start - 1].name == "brightness"  # what the ComfyUI nodes start on too
     assert HintService().default_choice(Settings()) == [groups[start - 1].title] == ["brightness"]  # the tab's start
     label = p.slider_1.label if hasattr(p.slider_1, "label") else p.slider_1.gradio_update_kwargs["label"]
-    assert label == ("SCG group: 0 = all modules, 1 colour, 2 brightness, 3 edges_fine (edges), "
-                     "4 texture (weak, high frequency) (other values: 2)")
+    assert label == ("SCG group: 0 = all modules, 1 colour, 2 brightness, 3 edges_coarse (edges), "
+                     "4 edges_fine (edges), 5 texture (weak, high frequency) (other values: 2)")
 
 
 def test_default_group_follows_the_autoencoders_groups():
@@ -248,21 +248,21 @@ def test_slider_values_map_to_groups_and_out_of_range_ones_say_so():
     groups = scg_core.load_default().groups
     assert slider_group(3, groups) == (3, "") and slider_group(3.0, groups) == (3, "") and slider_group(0, groups) == (0, "")
     assert slider_group(-1, groups) == (2, "") and slider_group(None, groups) == (2, "")  # the hosts' "not set"
-    for bad, shown in ((64, "64"), (64.0, "64"), (5, "5"), (2.5, "2.5"), (-3, "-3"), (float("nan"), "nan"), ("x", "'x'")):
+    for bad, shown in ((64, "64"), (64.0, "64"), (6, "6"), (2.5, "2.5"), (-3, "-3"), (float("nan"), "nan"), ("x", "'x'")):
         n, warning = slider_group(bad, groups)
         assert n == 2, bad
-        assert f"group {shown} is neither 0 (all modules) nor a group number 1–4" in warning
-        assert "using the default group, 2 = brightness" in warning and "threshold_a" in warning and "0–4" in warning
+        assert f"group {shown} is neither 0 (all modules) nor a group number 1–5" in warning
+        assert "using the default group, 2 = brightness" in warning and "threshold_a" in warning and "0–5" in warning
 
 
 @pytest.fixture
 def hints():
     """The image API callers send (shorter side 512, the hosts' default processor resolution: no
-    resize) and the bundled default's hints of it: brightness (group 2), edges (3), all modules."""
+    resize) and the bundled default's hints of it: brightness (group 2), coarse edges (3), all modules."""
     service, settings = HintService(), Settings()
     image = fake.test_image(512, 544)
     return image, {"brightness": service.hint(settings, image, ["brightness"]),
-                   "edges": service.hint(settings, image, ["edges_fine"]), "all": service.hint(settings, image, None)}
+                   "edges": service.hint(settings, image, ["edges_coarse"]), "all": service.hint(settings, image, None)}
 
 
 def test_forge_detect_with_the_api_default_threshold_gets_the_default_group_and_a_warning(
@@ -275,7 +275,7 @@ def test_forge_detect_with_the_api_default_threshold_gets_the_default_group_and_
     [out] = fake.forge_detect(mods, **body)  # threshold_a: Forge's API default, 64, reaches the preprocessor
     np.testing.assert_array_equal(out, want["brightness"])
     printed = capsys.readouterr().out
-    assert "SCG: scg_hypercolumn: group 64 is neither 0 (all modules) nor a group number 1–4; using the default " \
+    assert "SCG: scg_hypercolumn: group 64 is neither 0 (all modules) nor a group number 1–5; using the default " \
            "group, 2 = brightness. Set threshold_a" in printed
     for value, group in ((3, "edges"), (0, "all"), (2, "brightness")):
         [out] = fake.forge_detect(mods, **body, controlnet_threshold_a=value)
@@ -329,7 +329,7 @@ def test_start_up_line_is_printed_at_the_hosts_default_log_level(monkeypatch, re
     out, err = capsys.readouterr()
     name = {"a1111": "sd-webui-controlnet (A1111)", "forge": "Forge built-in ControlNet"}[host]
     assert out.splitlines() == [(f"SCG: added the scg_hypercolumn preprocessor to {name}; its slider picks the group "
-                                 "(0 = all modules, 1–4 the groups), starting on 2 = brightness")]
+                                 "(0 = all modules, 1–5 the groups), starting on 2 = brightness")]
     assert "an INFO line" not in out + err  # what happened to the extension's line before
 
 
