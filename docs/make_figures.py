@@ -3,7 +3,6 @@
     python docs/make_figures.py
 """
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 import scg_core
 from scg_core.formats.images import load_image, tensor_to_pil
 from scg_core.model.groups import with_gains
-from scg_core.tools.hint_range import calibrate_contrast
+from scg_core.tools.hint_range import CONTRAST_HEADROOM
 from scg_core.tools.sheet import decomposition_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +36,7 @@ def contrast_figure(ae: scg_core.ModularAE, paths: list[Path], tile: int = 220) 
     """Per picture (a column): the input, its edges hint at one fixed gain per edge group (the
     median factor of the calibration photos: the stored largest factor / the calibration's
     headroom), and at each picture's own contrast (what ``hint`` gives)."""
-    headroom = inspect.signature(calibrate_contrast).parameters["headroom"].default
+    headroom = CONTRAST_HEADROOM
     edges = [g for g in ae.groups if g.label == "edges" and g.span]
     fixed = scg_core.ModularAE(ae.config, groups=with_gains(
         ae.groups, {g.name: g.gain / headroom for g in edges}, spans={g.name: None for g in edges}))

@@ -98,7 +98,8 @@ def hint_gallery(defs) -> dict:
            "Load any image: each 'Modular AE Encode (hypercolumn)' keeps some groups of the modular "
            "autoencoder and decodes them back to an image — the SCG hint a ControlNet sees. "
            "The decomposition sheet shows every group and every module.\n\n"
-           "Groups of the bundled default: colour, brightness, edges (edges_coarse + edges_fine: luminance edges at two scales), texture "
+           "Groups of the bundled default: colour, brightness, "
+           "edges (edges_coarse + edges_fine: luminance edges at two scales), texture "
            "('all' = the full reconstruction). "
            "Load the official SCG autoencoder (converted with `python -m scg_core.convert official-ae`) "
            "for HC0–HC5. After a run each encode node shows which modules it kept.", (20, 40), (340, 320))
@@ -164,7 +165,8 @@ def workflows(defs) -> dict[str, dict]:
         "scg_hint_gallery.json": hint_gallery(defs),
         "scg_sketch_to_photo.json": generation(
             defs, "Sketch → photo.\n\nThe edges group keeps the strokes of a line drawing and nothing of its paper or "
-            "shading ('edges' selects both edge scales of the bundled default, and HC2 + HC3 of the official autoencoder). Add 'brightness' to keep "
+            "shading ('edges' selects both edge scales of the bundled default, and HC2 + HC3 of the "
+            "official autoencoder). Add 'brightness' to keep "
             "the drawing's dark and light areas too." + CONTROLNET_NOTE,
             "scg_sketch.png", "edges", "a photo of a cat, detailed fur, natural light"),
         "scg_painting_to_photo.json": generation(

@@ -6,8 +6,8 @@
     python -m scg_core hint photo.jpg --groups HC3 --weights scg_official.safetensors -o hint.png
 
 Group names are the autoencoder's: the bundled default has colour, brightness, edges_coarse and
-edges_fine (both labelled edges) and texture; the official one (``--weights``, converted with ``python -m scg_core.convert
-official-ae``) has HC0–HC5. ``python -m scg_core info`` lists them.
+edges_fine (both labelled edges) and texture; the official one (``--weights``, converted with
+``python -m scg_core.convert official-ae``) has HC0–HC5. ``python -m scg_core info`` lists them.
 
 Every failure prints one ``error: ...`` line on stderr and exits with code 2.
 """

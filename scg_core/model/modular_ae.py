@@ -225,13 +225,14 @@ class ModularAE(nn.Module):
                 shown_parts.append((part.mul_(self.contrast_factors(group, part).view(-1, 1, 1, 1)), gain[positions[0]]))
                 continue
             raw = part
+        limit = None
         if len(shown_parts) > 1:  # stretched groups shown together: their sum keeps ≤ 1% clipped
-            total = torch.stack([part for part, _ in shown_parts]).sum(0)
+            total = sum(part for part, _ in shown_parts)
             limit = clip_headroom(total, self.mean.flatten(), self.config.receptive_field // 2, scale=self.std.flatten())
-            for part, _ in shown_parts:
-                part.mul_(limit.clamp(max=1.0).view(-1, 1, 1, 1))
+            limit = limit.clamp(max=1.0).view(-1, 1, 1, 1)
         for part, user in shown_parts:
-            part = part.mul_(user) if user != 1.0 else part
+            if limit is not None or user != 1.0:
+                part.mul_(user if limit is None else limit * user)
             raw = part if raw is None else raw + part
         return raw
 

@@ -22,6 +22,7 @@ from ..model.groups import Group, with_gains
 from ..model.modular_ae import ModularAE
 
 MAX_SAMPLES = 4_000_000  # values per quantile (torch.quantile's input limit is 16M)
+CONTRAST_HEADROOM = 4.0  # a stretched group's largest factor: this many times the median calibration photo's
 
 
 def _interior(model: ModularAE, image: Tensor) -> Tensor:
@@ -101,7 +102,7 @@ def calibrate_display(model: ModularAE, images: Sequence[Tensor], stretched: Seq
 
 
 def calibrate_contrast(model: ModularAE, images: Sequence[Tensor], names: Sequence[str], *, span: float = 0.6,
-                       headroom: float = 4.0) -> dict[str, float]:
+                       headroom: float = CONTRAST_HEADROOM) -> dict[str, float]:
     """The largest factor for each of the groups ``names`` when it is stretched per image to ``span``:
     ``headroom`` × the median over ``images`` of the factor each image needs (unbounded but for the
     clipping limit), so that a flat picture — a blank page, a clear sky — is amplified at most
