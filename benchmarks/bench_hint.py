@@ -1,13 +1,16 @@
 """Hint speed: scg_core's factorised path vs the official composed-kernel path vs Canny (and what the
-per-image contrast of edges and texture groups costs).
+per-image contrast of edges and texture groups and the phase-averaged hints cost).
 
     python benchmarks/bench_hint.py                 # CPU, 2 threads, 512² and 1024², batch 1
     python benchmarks/bench_hint.py --weights FILE  # any Modular AE (speed does not depend on values)
 
 All methods are timed in the same run; the two hint computations are interleaved round by round
 (so background load hits them alike), the Canny references in rounds of their own. The table
-reports medians and ratios (Canny against the all-groups composed time). When CUDA is available it also prints images/s
-at 512² for batch 32 in fp16 and bf16.
+reports medians and ratios (Canny against the all-groups composed time). The factorised and composed
+paths are compared on one code grid (``phase_average`` off, as the official hint is); a second table
+times the hint as the weight file computes it, phase-averaged (``stride²`` decodes, when the file
+says so), against one grid. When CUDA is available it also prints images/s at 512² for batch 32 in
+fp16 and bf16.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def contrast_table(model, sizes, rounds):
     from scg_core.model.groups import with_gains
 
     stretched = [g.name for g in model.groups if g.span is not None]
-    fixed = scg_core.ModularAE(model.config, groups=with_gains(model.groups, {}, spans=dict.fromkeys(stretched)))
+    fixed = scg_core.ModularAE(model.config, groups=with_gains(model.groups, {}, spans=dict.fromkeys(stretched)),
+                               phase_average=model.phase_average)
     fixed.load_state_dict(model.state_dict())
     rows = []
     with torch.inference_mode():
@@ -114,6 +118,23 @@ def contrast_table(model, sizes, rounds):
             for name in stretched:
                 ms = time_interleaved({"per image": lambda n=name: model.hint(x, [n]), "fixed": lambda n=name: fixed.hint(x, [n])}, rounds)
                 rows.append({"size": size, "group": name, "per_image_ms": ms["per image"], "fixed_ms": ms["fixed"]})
+    return rows
+
+
+def phase_table(model, sizes, rounds, groups):
+    """The hint averaged over the ``stride²`` code-grid positions against one grid, interleaved."""
+    one_grid = scg_core.ModularAE(model.config, groups=model.groups)
+    one_grid.load_state_dict(model.state_dict())
+    averaged = scg_core.ModularAE(model.config, groups=model.groups, phase_average=True)
+    averaged.load_state_dict(model.state_dict())
+    rows = []
+    with torch.inference_mode():
+        for size in sizes:
+            x = test_image(size)
+            for group in groups:
+                sel = [group] if group else None
+                ms = time_interleaved({"averaged": lambda: averaged.hint(x, sel), "one grid": lambda: one_grid.hint(x, sel)}, rounds)
+                rows.append({"size": size, "group": group or "all", "averaged_ms": ms["averaged"], "one_grid_ms": ms["one grid"]})
     return rows
 
 
@@ -152,6 +173,7 @@ def main(argv=None) -> None:
         torch.manual_seed(0)
         model, source = scg_core.ModularAE(groups=scg_core.OFFICIAL_GROUPS), "random weights, released shape (no default installed)"
     model.requires_grad_(False)
+    stored_average, model.phase_average = model.phase_average, False  # the official hint uses one grid
     args.group = args.group or min(model.groups, key=lambda g: len(g.modules)).name
     group_modules = model.find_groups(args.group)
     print(f"weights: {source}\ntorch {torch.__version__}, {args.threads} CPU threads, batch 1, median of {args.rounds} interleaved rounds")
@@ -167,10 +189,18 @@ def main(argv=None) -> None:
     for s in args.sizes:
         print(f"\n{s}²: factorised all groups {comp[s] / ours_all[s]:.1f}× faster than composed; "
               f"one group {ours_all[s] / ours_one[s]:.1f}× faster than all groups, {comp[s] / ours_one[s]:.1f}× faster than composed")
-    result = {"source": source, "threads": args.threads, "cpu": rows, "contrast": contrast_table(model, args.sizes, args.rounds)}
+    result = {"source": source, "threads": args.threads, "cpu": rows}
+    result["phase"] = phase_table(model, args.sizes, max(3, args.rounds // 3), [None, args.group])
+    for r in result["phase"]:
+        print(f"{r['size']}² {r['group']}: phase-averaged {r['averaged_ms']:.1f} ms, one grid {r['one_grid_ms']:.1f} ms "
+              f"({r['averaged_ms'] / r['one_grid_ms']:.1f}× the time)")
+    model.phase_average = stored_average
+    print(f"contrast per image, hints {'phase-averaged' if stored_average else 'on one grid'} as the file says:")
+    result["contrast"] = contrast_table(model, args.sizes, args.rounds)
     for r in result["contrast"]:
         print(f"{r['size']}² {r['group']}: per-image contrast {r['per_image_ms']:.1f} ms, fixed gain {r['fixed_ms']:.1f} ms "
               f"({r['per_image_ms'] / r['fixed_ms']:.2f}× the time)")
+    model.phase_average = False
     if torch.cuda.is_available():
         print(f"\nGPU {torch.cuda.get_device_name()}: 512², batch {args.gpu_batch}")
         result["gpu"] = gpu_table(model, args.gpu_batch, args.rounds, args.group)

@@ -10,7 +10,8 @@
 3. characterises every model on the held-out photo (``scg_core.tools.characterize``) and checks the
    acceptance criteria of the specialisation study;
 4. writes ``docs/specialisation/`` (reports, pictures, ``study.json``, ``README.md``) and installs
-   the first seed's constrained model, with its groups, as ``scg_core/weights/default.safetensors``.
+   the first seed's constrained model, with its groups and phase-averaged hints
+   (:attr:`scg_core.ModularAE.phase_average`), as ``scg_core/weights/default.safetensors``.
 
 Every training runs on one CPU thread, which makes it bit-for-bit repeatable (with several threads
 the order of float reductions varies between runs). ``--reuse`` characterises models already in
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 # thousands of steps those ~1e-5 differences grow enough to move borderline modules.
                 train(args.work / "photos" / "train", out, seed, ablate, extra + ["--threads", "1"])
             model = load(out)
+            model.phase_average = True  # the default's hints move with the image pixel by pixel (docs/training_modular_ae.md)
             seconds = model.provenance["final_losses"]["seconds"]
             result = characterize(model, image, args.energy_threshold)
             report = args.docs / f"seed{seed}_{variant}"

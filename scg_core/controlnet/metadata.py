@@ -16,6 +16,8 @@ Keys (all strings, as safetensors requires):
 * ``scg_group_mode``: ``"fixed"`` (every hint kept ``scg_groups``) or ``"random"`` (one of
   ``scg_groups`` drawn per sample, so any one of them is a valid hint); absent means fixed
 * ``scg_base_model``: what it was trained against, e.g. ``"sd15"`` (informative)
+* ``scg_hint_phase_average``: ``"1"`` when the hints were averaged over the code grid's positions
+  (:attr:`scg_core.ModularAE.phase_average`); absent means they were not
 * ``scg_official_hint``: only in converted official ControlNets — JSON ``{"pad_value": [...],
   "stride", "padding", "receptive_field"}`` (:class:`scg_core.controlnet.official_hint.OfficialHint`): the official
   hint block saw the autoencoder's raw hint at the decoder's size (509 of 512) and zero-padded it in
@@ -55,6 +57,7 @@ class ControlNetInfo:
     group_mode: str = "fixed"
     base_model: str = ""
     official_hint: OfficialHint | None = None  # converted official ControlNets only
+    phase_average: bool = False
 
     @property
     def modules(self) -> tuple[int, ...]:
@@ -86,7 +89,7 @@ def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: M
                         random_groups: bool = False, base_model: str = "sd15") -> dict[str, str]:
     """The metadata to store in a ControlNet trained on ``model.hint(x, groups, gains=gains)``
     (``random_groups``: on one of ``groups`` drawn per sample)."""
-    return {
+    meta = {
         "scg_format": FORMAT,
         "scg_format_version": str(FORMAT_VERSION),
         "scg_hint_contract": str(HINT_CONTRACT_VERSION),
@@ -96,6 +99,9 @@ def controlnet_metadata(model: ModularAE, groups: Sequence[str] | None, gains: M
         "scg_group_mode": "random" if random_groups else "fixed",
         "scg_base_model": base_model,
     }
+    if model.phase_average:
+        meta["scg_hint_phase_average"] = "1"
+    return meta
 
 
 def parse_controlnet_metadata(raw: Mapping[str, str] | None) -> ControlNetInfo | None:
@@ -117,8 +123,11 @@ def parse_controlnet_metadata(raw: Mapping[str, str] | None) -> ControlNetInfo |
         if mode not in ("fixed", "random"):
             raise ValueError(f"unknown scg_group_mode {mode!r}")
         official = OfficialHint.from_json(raw["scg_official_hint"]) if "scg_official_hint" in raw else None
+        averaged = raw.get("scg_hint_phase_average", "0")
+        if averaged not in ("0", "1"):
+            raise ValueError(f"scg_hint_phase_average must be '0' or '1', got {averaged!r}")
         return ControlNetInfo(groups, gains, str(ae.get("fingerprint", "")), int(raw.get("scg_hint_contract", "1")),
-                              mode, raw.get("scg_base_model", ""), official)
+                              mode, raw.get("scg_base_model", ""), official, averaged == "1")
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise ValueError(f"the SCG metadata of this ControlNet is damaged ({type(e).__name__}: {e})") from e
 
@@ -161,6 +170,10 @@ def selection_mismatch(info: ControlNetInfo, model: ModularAE, groups: Sequence[
             f"this ControlNet was trained on hints of another modular autoencoder (fingerprint {info.ae_fingerprint}, "
             f"yours is {ours}); its groups may not mean the same"
         )
+    if info.phase_average != model.phase_average:
+        how = {True: "averaged over the code grid's positions (phase_average)", False: "on one code grid (no phase_average)"}
+        problems.append(f"this ControlNet was trained on hints computed {how[info.phase_average]}, but this autoencoder "
+                        f"file computes them {how[model.phase_average]}")
     chosen_modules = tuple(sorted({m for g in chosen for m in g.modules}))
     if info.group_mode == "random":  # trained on one group at a time: any single one of them fits
         fits = len(chosen) == 1 and (

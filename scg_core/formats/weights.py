@@ -18,7 +18,9 @@ from ..model.groups import Group, validate_groups
 from ..model.modular_ae import ModularAE
 
 FORMAT = "scg.modular_ae"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds ``hint`` (``{"phase_average": true}``); a file without it is written as version 1,
+so every reader of version 1 still loads it, and one that would compute other hints refuses the rest."""
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "default.safetensors"
 
 
@@ -39,11 +41,13 @@ def save(model: ModularAE, path: str | os.PathLike, provenance: dict[str, Any] |
     path = Path(path)
     meta = {
         "scg_format": FORMAT,
-        "scg_format_version": str(FORMAT_VERSION),
+        "scg_format_version": "2" if model.phase_average else "1",
         "config": json.dumps(model.config.to_dict()),
         "groups": json.dumps([g.to_dict() for g in model.groups]),
         "provenance": json.dumps({**model.provenance, **(provenance or {})}),
     }
+    if model.phase_average:
+        meta["hint"] = json.dumps({"phase_average": True})
     tensors = {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters()}
     return save_file_atomic(tensors, path, meta)
 
@@ -70,7 +74,8 @@ def save_file_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The decoded metadata of a Modular AE file: ``config`` (``ModularAEConfig``), ``groups``
-    (list of ``Group``), ``provenance`` (dict), ``format_version`` (int)."""
+    (list of ``Group``), ``provenance`` (dict), ``phase_average`` (bool, see
+    :class:`~scg_core.ModularAE`), ``format_version`` (int)."""
     path = _existing(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -93,7 +98,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
     """
     path = _existing(path)
     meta = read_metadata(path)
-    model = ModularAE(meta["config"], groups=meta["groups"], provenance=meta["provenance"])
+    model = ModularAE(meta["config"], groups=meta["groups"], provenance=meta["provenance"], phase_average=meta["phase_average"])
     expected = model.expected_shapes()
     with safe_open(str(path), framework="pt") as f:
         names = set(f.keys())
@@ -159,6 +164,10 @@ def _parse_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
         config = ModularAEConfig.from_dict(json.loads(raw["config"]))
         groups = validate_groups([Group.from_dict(g) for g in json.loads(raw.get("groups", "[]"))], config.num_modules)
         provenance = json.loads(raw.get("provenance", "{}"))
+        hint = json.loads(raw.get("hint", "{}"))
+        if not isinstance(hint, dict) or set(hint) - {"phase_average"} or not isinstance(hint.get("phase_average", False), bool):
+            raise ValueError(f"'hint' must be {{\"phase_average\": true or false}}; got {raw.get('hint')}")
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: invalid Modular AE metadata: {e}") from e
-    return {"config": config, "groups": groups, "provenance": provenance, "format_version": version}
+    return {"config": config, "groups": groups, "provenance": provenance, "phase_average": hint.get("phase_average", False),
+            "format_version": version}

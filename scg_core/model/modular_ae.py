@@ -29,6 +29,11 @@ class ModularAE(nn.Module):
         config: the architecture; keyword arguments override its fields (``ModularAE(num_modules=4)``).
         groups: named module groups stored with the weights (``OFFICIAL_GROUPS`` for official weights).
         provenance: free-form JSON-able facts about where the weights came from; saved with them.
+        phase_average: compute every hint as the mean over the ``stride²`` positions of the code grid
+            relative to the image (cycle spinning), saved with the weights. The stride-4 code aliases
+            detail above its Nyquist frequency, so a decimated hint changes when the image moves by one
+            pixel; the averaged hint is a fixed filter of the image and moves with it, pixel by pixel
+            (``stride²`` times the work). Official weights: off, as their ControlNets were trained.
 
     >>> ae = ModularAE(num_modules=4, module_channels=2)
     >>> x = torch.rand(1, 3, 30, 45)
@@ -44,6 +49,7 @@ class ModularAE(nn.Module):
         *,
         groups: Sequence[Group] = (),
         provenance: Mapping[str, Any] | None = None,
+        phase_average: bool = False,
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -53,6 +59,7 @@ class ModularAE(nn.Module):
         self.config = config
         self.groups: tuple[Group, ...] = validate_groups(tuple(groups), config.num_modules)
         self.provenance: dict[str, Any] = dict(provenance or {})
+        self.phase_average = bool(phase_average)
         k, l, C, K = config.num_modules, config.module_channels, config.in_channels, config.kernel_size
         if config.parameterization == "bipolar":
             shapes = {"pathway_a": (k, C, K, K), "pathway_b": (k, C, K, K), "surround": (k, 1, K, K), "module_kernels": (k * l, 1, K, K)}
@@ -188,14 +195,45 @@ class ModularAE(nn.Module):
             check_image(x, self.config.in_channels, self.config.receptive_field)
             raw = torch.zeros_like(x)
             return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
-        f = self.encode(x, kept)
-        if any(stretched[i] for i in kept):
-            raw = self._stretched_raw(f, x.shape[-2:], kept, [gain[i] for i in kept], [stretched[i] for i in kept])
-            return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
-        if any(gain[i] != 1.0 for i in kept):
-            per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
-            f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
-        return self.decode(f, x.shape[-2:], kept, as_image=as_image)
+        owners = [stretched[i] for i in kept]
+        if not self.phase_average and not any(owners):  # one decode; as an image, the affine and clamp ride on it
+            f = self.encode(x, kept)
+            if any(gain[i] != 1.0 for i in kept):
+                per_channel = torch.tensor([gain[i] for i in kept], dtype=f.dtype, device=f.device)
+                f = f * per_channel.repeat_interleave(self.config.module_channels).view(1, -1, 1, 1)
+            return self.decode(f, x.shape[-2:], kept, as_image=as_image)
+        raw = self._combined_raw(x, kept, [gain[i] for i in kept], owners)
+        return self.denormalize(raw).clamp_(0.0, 1.0) if as_image else raw
+
+    def _decoded_parts(self, x: Tensor, kept: list[int], parts: list[tuple[list[int], list[float]]]) -> list[Tensor]:
+        """Each part's decode, ``[B,C,H,W]`` in normalised units: a part is ``(positions in kept,
+        factor per position)``, decoded from the code of the ``kept`` modules of ``x``. With
+        :attr:`phase_average`, the mean of the decodes over the ``stride²`` grid positions: the image is
+        framed by ``stride − 1`` pixels of the mean colour (zero once normalised, like the encoder's
+        own padding), shifted within that frame, and each decode is cut back to the image."""
+        H, W = x.shape[-2:]
+        l, S = self.config.module_channels, self.config.stride
+        offsets = [(dy, dx) for dy in range(S) for dx in range(S)] if self.phase_average else [(0, 0)]
+        if self.phase_average:
+            check_image(x, self.config.in_channels, self.config.receptive_field)
+            frame = self.mean.to(x).expand(x.shape[0], -1, H + S - 1, W + S - 1).contiguous()
+        sums: list[Tensor | None] = [None] * len(parts)
+        for dy, dx in offsets:
+            if self.phase_average:
+                framed = frame.clone()
+                framed[..., dy:dy + H, dx:dx + W] = x
+            else:
+                framed = x
+            f = self.encode(framed, kept)
+            # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
+            layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            for n, (positions, factors) in enumerate(parts):
+                part = f if len(positions) == len(kept) else f[:, [p * l + c for p in positions for c in range(l)]].contiguous(memory_format=layout)
+                if any(v != 1.0 for v in factors):
+                    part = part * torch.tensor(factors, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
+                y = self.decode(part, framed.shape[-2:], [kept[p] for p in positions])[..., dy:dy + H, dx:dx + W]
+                sums[n] = y if sums[n] is None else sums[n].add_(y)
+        return [s.contiguous() if len(offsets) == 1 else s.div_(len(offsets)) for s in sums]
 
     def contrast_factors(self, group: Group, raw: Tensor) -> Tensor:
         """``[B]`` per-image factors at which ``hint`` shows ``group`` (one with a display span), from
@@ -203,26 +241,20 @@ class ModularAE(nn.Module):
         return contrast_factors(raw, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
                                 scale=self.std.flatten())
 
-    def _stretched_raw(self, f: Tensor, size, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
-        """The raw hint of features ``f`` of the ``kept`` modules when some take the per-image
-        contrast of their group (``owners``; ``None``: a fixed factor). Such a group is decoded on its
-        own at factor 1, scaled by its :func:`~scg_core.model.display.contrast_factors`, then by the
-        user's factor (``gain``); the other modules are decoded together at their factors."""
-        l = self.config.module_channels
-        parts: dict[Group | None, list[int]] = {}  # owner → positions in ``kept``
+    def _combined_raw(self, x: Tensor, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
+        """The raw hint of the ``kept`` modules of ``x`` at factors ``gain`` when some take the
+        per-image contrast of their group (``owners``; ``None``: a fixed factor) or the hint is
+        phase-averaged. A stretched group is decoded on its own at factor 1, scaled by its
+        :func:`~scg_core.model.display.contrast_factors`, then by the user's factor (``gain``); the
+        other modules are decoded together at their factors."""
+        groups: dict[Group | None, list[int]] = {}  # owner → positions in ``kept``
         for position, owner in enumerate(owners):
-            parts.setdefault(owner, []).append(position)
+            groups.setdefault(owner, []).append(position)
+        parts = [(positions, [1.0 if group else gain[p] for p in positions]) for group, positions in groups.items()]
         raw, shown_parts = None, []
-        layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        for group, positions in parts.items():
-            # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
-            part = f if len(positions) == len(kept) else f[:, [p * l + c for p in positions for c in range(l)]].contiguous(memory_format=layout)
-            factor = [1.0 if group else gain[p] for p in positions]
-            if any(v != 1.0 for v in factor):
-                part = part * torch.tensor(factor, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
-            part = self.decode(part, size, [kept[p] for p in positions])
+        for group, part in zip(groups, self._decoded_parts(x, kept, parts), strict=True):
             if group is not None:  # every module of a stretched group carries the group's user factor
-                shown_parts.append((part.mul_(self.contrast_factors(group, part).view(-1, 1, 1, 1)), gain[positions[0]]))
+                shown_parts.append((part.mul_(self.contrast_factors(group, part).view(-1, 1, 1, 1)), gain[groups[group][0]]))
                 continue
             raw = part
         limit = None

@@ -361,12 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate", type=Path, metavar="PHOTOS",
                    help="with --write-groups: set each group's display gain (or, for edges and texture, its "
                         "per-image contrast) from this folder of photos (png/jpg)")
+    p.add_argument("--phase-average", action="store_true",
+                   help="with --write-groups: compute this file's hints averaged over the code grid's positions, "
+                        "so they move with the image pixel by pixel (stored in the file; measured that way here)")
     p.add_argument("--energy-threshold", type=float, default=0.01)
     args = p.parse_args(argv)
     if args.calibrate and not args.write_groups:
         p.error("--calibrate sets the gains of the groups --write-groups stores; pass both")
+    if args.phase_average and not args.write_groups:
+        p.error("--phase-average is stored with the groups --write-groups writes; pass both")
     try:
         model = load(args.weights)
+        model.phase_average = model.phase_average or args.phase_average
         image = load_image(args.image) if args.image else pink_noise()
         result = characterize(model, image, args.energy_threshold)
     except (WeightsError, FileNotFoundError, ValueError) as e:
