@@ -139,3 +139,13 @@ def test_the_bundled_default_hints_follow_a_shift_and_a_quarter_turn_of_a_held_o
     photo = photos()[2][..., :256, :320]  # chelsea
     for name, r in hint_stability(ae, photo).items():
         assert r["shift_1px"] >= 0.9 and r["rotate_90"] >= 0.9, (name, r)
+
+
+def test_info_says_how_a_file_computes_its_hints(tmp_path, capsys):
+    from scg_core.hosts.cli import main
+
+    assert main(["info", "--device", "cpu"]) == 0  # the bundled default
+    assert "hints: averaged over the 16 positions of the code grid" in capsys.readouterr().out
+    path = save(random_bipolar(False), tmp_path / "ae.safetensors")
+    assert main(["info", "--weights", str(path), "--device", "cpu"]) == 0
+    assert "hints: decoded from one code grid (as the official release)" in capsys.readouterr().out

@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> None:
             shown = (f", shown with its contrast stretched to {100 * g.span:g}% (factor ≤ {g.gain:g})" if g.span is not None
                      else "" if g.gain == 1.0 else f", shown at display gain {g.gain:g}")
             print(f"  {g.title}: modules {list(g.modules)}{shown}")
+        grids = model.config.stride ** 2
+        print(f"  hints: averaged over the {grids} positions of the code grid (they move with the image pixel by pixel)"
+              if model.phase_average else "  hints: decoded from one code grid (as the official release)")
         print(f"  provenance: {model.provenance}")
         print(f"  device: {device}")
         return

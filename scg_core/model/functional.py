@@ -289,3 +289,54 @@ def decode_factorised(
     # are summed before the image is written.
     y = _phase_maps(g_b, w["pathway_b"], 2, bias=shift).add_(_phase_maps(g, w["pathway_a"], 2, shift=r))
     return _to_image(y, 2, size, P, clamp)
+
+
+def phase_averaged_decodes(
+    x: Tensor,
+    weights: Weights,
+    config: ModularAEConfig,
+    modules: Sequence[int],
+    parts: Sequence[tuple[Sequence[int], Sequence[float]]],
+    *,
+    mean: Tensor,
+    std: Tensor,
+) -> list[Tensor]:
+    """``decode(encode(x))`` of parts of the kept modules, each averaged over the ``S²`` positions of
+    the code grid relative to the image: the undecimated autoencoder ``Eᵀ E / S²``.
+
+    The stride-``S`` code samples detail above its Nyquist frequency, so a decimated decode changes
+    when the image moves by a pixel; the average over the grid positions is a fixed filter of the
+    image and moves with it. That filter is one ``C×C`` kernel of ``2R − 1`` pixels a side,
+    ``A[c, c'] = Σ_j factor_j · K_j[c] ⋆ K_j[c']`` (the composed kernels' cross-correlations), applied
+    here through the FFT — a few transforms of the image instead of ``S²`` encodes and decodes.
+
+    Args:
+        x: ``[B,C,H,W]`` image in [0,1]; ``mean``, ``std``: ``[C]`` its normalisation.
+        modules: the kept modules, ascending.
+        parts: ``(positions in modules, factor per position)``: which kept modules each decode keeps.
+
+    Returns:
+        One ``[B,C,H,W]`` per part, in normalised units, in ``x``'s dtype (computed in float32).
+        Every code whose receptive field reaches the image counts (the image zero-padded once
+        normalised, as the encoder pads it).
+    """
+    B, C, H, W = x.shape
+    S, R, l = config.stride, config.receptive_field, config.module_channels
+    kept = [m * l + c for m in modules for c in range(l)]
+    kernel = compose_kernel({k: v.float() for k, v in weights.items()}, config)[kept]  # (m·l, C, R, R)
+    xn = (x.float() - mean.float().view(1, -1, 1, 1)) / std.float().view(1, -1, 1, 1)
+    size = (H + R - 1, W + R - 1)  # the filter reaches R − 1 pixels: no wrap-around onto the image
+    image = torch.fft.rfft2(xn, s=size)  # (B, C, ·, ·)
+    M = 2 * R - 1  # every lag of two R-pixel kernels, each at its own index: no aliasing
+    spectra = torch.fft.rfft2(kernel, s=(M, M))  # (m·l, C, M, M//2+1)
+    out = []
+    for positions, factors in parts:
+        channels = [p * l + c for p in positions for c in range(l)]
+        weight = torch.tensor(factors, dtype=torch.float32, device=x.device).repeat_interleave(l)
+        k = spectra[channels]
+        lags = torch.fft.irfft2(torch.einsum("j,jcuv,jduv->cduv", weight.to(k.dtype), k, k.conj()), s=(M, M))
+        lags = torch.roll(lags, (R - 1, R - 1), (-2, -1))  # lag d at index d + R − 1
+        filt = torch.roll(F.pad(lags, [0, size[1] - M, 0, size[0] - M]), (1 - R, 1 - R), (-2, -1))  # lag d at d mod size
+        response = torch.einsum("cduv,bduv->bcuv", torch.fft.rfft2(filt), image)
+        out.append((torch.fft.irfft2(response, s=size)[..., :H, :W] / S**2).to(x.dtype).contiguous())
+    return out

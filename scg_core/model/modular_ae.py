@@ -207,39 +207,32 @@ class ModularAE(nn.Module):
 
     def _decoded_parts(self, x: Tensor, kept: list[int], parts: list[tuple[list[int], list[float]]]) -> list[Tensor]:
         """Each part's decode, ``[B,C,H,W]`` in normalised units: a part is ``(positions in kept,
-        factor per position)``, decoded from the code of the ``kept`` modules of ``x``. With
-        :attr:`phase_average`, the mean of the decodes over the ``stride²`` grid positions: the image is
-        framed by ``stride − 1`` pixels of the mean colour (zero once normalised, like the encoder's
-        own padding), shifted within that frame, and each decode is cut back to the image."""
-        H, W = x.shape[-2:]
-        l, S = self.config.module_channels, self.config.stride
-        offsets = [(dy, dx) for dy in range(S) for dx in range(S)] if self.phase_average else [(0, 0)]
+        factor per position)``, decoded from the code of the ``kept`` modules of ``x`` — with
+        :attr:`phase_average`, averaged over the code grid's positions
+        (:func:`~scg_core.model.functional.phase_averaged_decodes`)."""
         if self.phase_average:
             check_image(x, self.config.in_channels, self.config.receptive_field)
-            frame = self.mean.to(x).expand(x.shape[0], -1, H + S - 1, W + S - 1).contiguous()
-        sums: list[Tensor | None] = [None] * len(parts)
-        for dy, dx in offsets:
-            if self.phase_average:
-                framed = frame.clone()
-                framed[..., dy:dy + H, dx:dx + W] = x
-            else:
-                framed = x
-            f = self.encode(framed, kept)
-            # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
-            layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-            for n, (positions, factors) in enumerate(parts):
-                part = f if len(positions) == len(kept) else f[:, [p * l + c for p in positions for c in range(l)]].contiguous(memory_format=layout)
-                if any(v != 1.0 for v in factors):
-                    part = part * torch.tensor(factors, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
-                y = self.decode(part, framed.shape[-2:], [kept[p] for p in positions])[..., dy:dy + H, dx:dx + W]
-                sums[n] = y if sums[n] is None else sums[n].add_(y)
-        return [s.contiguous() if len(offsets) == 1 else s.div_(len(offsets)) for s in sums]
+            check_same_device(x, self)
+            return Fn.phase_averaged_decodes(x, self.factor_weights(x.dtype), self.config, kept, parts,
+                                             mean=self.mean.to(x.dtype).flatten(), std=self.std.to(x.dtype).flatten())
+        l = self.config.module_channels
+        f = self.encode(x, kept)
+        # the decoder's convolutions are fastest in the encoder's layout: keep it when picking channels
+        layout = torch.channels_last if f.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = []
+        for positions, factors in parts:
+            part = f if len(positions) == len(kept) else f[:, [p * l + c for p in positions for c in range(l)]].contiguous(memory_format=layout)
+            if any(v != 1.0 for v in factors):
+                part = part * torch.tensor(factors, dtype=f.dtype, device=f.device).repeat_interleave(l).view(1, -1, 1, 1)
+            out.append(self.decode(part, x.shape[-2:], [kept[p] for p in positions]))
+        return out
 
     def contrast_factors(self, group: Group, raw: Tensor) -> Tensor:
         """``[B]`` per-image factors at which ``hint`` shows ``group`` (one with a display span), from
         its decode at factor 1, ``raw`` ``[B,C,H,W]`` in normalised units (:mod:`scg_core.model.display`)."""
         return contrast_factors(raw, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
                                 scale=self.std.flatten())
+
 
     def _combined_raw(self, x: Tensor, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
         """The raw hint of the ``kept`` modules of ``x`` at factors ``gain`` when some take the
@@ -290,4 +283,5 @@ class ModularAE(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         groups = ", ".join(g.title for g in self.groups) or "no groups"
-        return f"{c.parameterization}, k={c.num_modules}, l={c.module_channels}, stride={c.stride}, receptive field={c.receptive_field}; {groups}"
+        hints = "; phase-averaged hints" if self.phase_average else ""
+        return f"{c.parameterization}, k={c.num_modules}, l={c.module_channels}, stride={c.stride}, receptive field={c.receptive_field}; {groups}{hints}"
