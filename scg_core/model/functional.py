@@ -325,7 +325,7 @@ def phase_averaged_decodes(
     kept = [m * l + c for m in modules for c in range(l)]
     kernel = compose_kernel({k: v.float() for k, v in weights.items()}, config)[kept]  # (m·l, C, R, R)
     xn = (x.float() - mean.float().view(1, -1, 1, 1)) / std.float().view(1, -1, 1, 1)
-    size = (H + R - 1, W + R - 1)  # the filter reaches R − 1 pixels: no wrap-around onto the image
+    size = (_fft_size(H + R - 1), _fft_size(W + R - 1))  # the filter reaches R − 1 pixels: no wrap-around onto the image
     image = torch.fft.rfft2(xn, s=size)  # (B, C, ·, ·)
     M = 2 * R - 1  # every lag of two R-pixel kernels, each at its own index: no aliasing
     spectra = torch.fft.rfft2(kernel, s=(M, M))  # (m·l, C, M, M//2+1)
@@ -335,8 +335,22 @@ def phase_averaged_decodes(
         weight = torch.tensor(factors, dtype=torch.float32, device=x.device).repeat_interleave(l)
         k = spectra[channels]
         lags = torch.fft.irfft2(torch.einsum("j,jcuv,jduv->cduv", weight.to(k.dtype), k, k.conj()), s=(M, M))
-        lags = torch.roll(lags, (R - 1, R - 1), (-2, -1))  # lag d at index d + R − 1
-        filt = torch.roll(F.pad(lags, [0, size[1] - M, 0, size[0] - M]), (1 - R, 1 - R), (-2, -1))  # lag d at d mod size
-        response = torch.einsum("cduv,bduv->bcuv", torch.fft.rfft2(filt), image)
-        out.append((torch.fft.irfft2(response, s=size)[..., :H, :W] / S**2).to(x.dtype).contiguous())
+        lags = torch.roll(lags, (R - 1, R - 1), (-2, -1))  # lag d at index d + R − 1: the output comes R − 1 late
+        # the filter's spectrum at the image's size: its M rows first, then the columns (zero rows skipped)
+        spectrum = torch.fft.fft(torch.fft.rfft(lags, n=size[1], dim=-1), n=size[0], dim=-2)
+        mixed = sum(spectrum[:, d] * image[:, d:d + 1] for d in range(C))  # (B, C, ·, ·): no permuted copies
+        response = torch.fft.irfft2(mixed, s=size)
+        out.append((response[..., R - 1:R - 1 + H, R - 1:R - 1 + W] / S**2).to(x.dtype).contiguous())
     return out
+
+
+def _fft_size(n: int) -> int:
+    """The smallest ``m ≥ n`` whose prime factors are 2, 3, 5 and 7 (a fast FFT length)."""
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
