@@ -39,7 +39,8 @@ def contrast_figure(ae: scg_core.ModularAE, paths: list[Path], tile: int = 220) 
     headroom = CONTRAST_HEADROOM
     edges = [g for g in ae.groups if g.label == "edges" and g.span]
     fixed = scg_core.ModularAE(ae.config, groups=with_gains(
-        ae.groups, {g.name: g.gain / headroom for g in edges}, spans={g.name: None for g in edges}))
+        ae.groups, {g.name: g.gain / headroom for g in edges}, spans={g.name: None for g in edges}),
+        phase_average=ae.phase_average)
     fixed.load_state_dict(ae.state_dict())
     gains = ", ".join(f"x{g.gain / headroom:.2g}" for g in edges)
     rows = [("input", lambda x: x), (f"edges, fixed gain {gains}", lambda x: fixed.hint(x, ["edges"])),
@@ -58,6 +59,32 @@ def contrast_figure(ae: scg_core.ModularAE, paths: list[Path], tile: int = 220) 
     return sheet
 
 
+def phase_figure(ae: scg_core.ModularAE, image: torch.Tensor, group: str, box: tuple[int, int, int], zoom: int = 2) -> Image.Image:
+    """A crop (``box`` = top, left, side) of ``group``'s hint decoded from one code grid and
+    phase-averaged, each for the image, for the image moved one pixel (moved back here) and their
+    difference: what differs is what does not move with the image."""
+    top, left, side = box
+    one_grid = scg_core.ModularAE(ae.config, groups=ae.groups)
+    one_grid.load_state_dict(ae.state_dict())
+    averaged = scg_core.ModularAE(ae.config, groups=ae.groups, phase_average=True)
+    averaged.load_state_dict(ae.state_dict())
+    crop = lambda x, dx=0: x[0, :, top:top + side, left + dx:left + dx + side]  # noqa: E731
+    moved = image[..., :, 1:]  # the picture one pixel to the left; its pixel x is the original's x + 1
+    tiles = [("input", crop(image, 1))]
+    with torch.inference_mode():
+        for name, model in (("one grid", one_grid), ("phase-averaged", averaged)):
+            still, shifted = crop(model.hint(image, [group]), 1), crop(model.hint(moved, [group]))
+            tiles += [(f"{group}, {name}", still), ("image moved 1 px", shifted),
+                      ("difference x4", (4 * (still - shifted).abs()).clamp(0, 1))]
+    size = side * zoom
+    sheet = Image.new("RGB", (size * len(tiles), size + 18), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    for n, (label, x) in enumerate(tiles):
+        sheet.paste(tensor_to_pil(x).resize((size, size), Image.Resampling.NEAREST), (n * size, 18))
+        draw.text((n * size + 4, 3), label, fill=(235, 235, 235), font=ImageFont.load_default())
+    return sheet
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ae = scg_core.load_default()
@@ -67,7 +94,8 @@ def main() -> None:
     inputs = ROOT / "workflows" / "images"
     contrast_figure(ae, [ROOT / "photos" / "chelsea.jpg", inputs / "scg_hazy.png", inputs / "scg_sketch.png"]).save(
         OUT / "edges_contrast.jpg", quality=90, optimize=True)
-    for name in ("chelsea_sheet.png", "astronaut_groups.png", "edges_contrast.jpg"):
+    phase_figure(ae, chelsea, "edges_fine", (60, 200, 72)).save(OUT / "phase_average.png")
+    for name in ("chelsea_sheet.png", "astronaut_groups.png", "edges_contrast.jpg", "phase_average.png"):
         print(OUT / name)
 
 
