@@ -149,3 +149,12 @@ def test_info_says_how_a_file_computes_its_hints(tmp_path, capsys):
     path = save(random_bipolar(False), tmp_path / "ae.safetensors")
     assert main(["info", "--weights", str(path), "--device", "cpu"]) == 0
     assert "hints: decoded from one code grid (as the official release)" in capsys.readouterr().out
+
+
+@torch.no_grad()
+def test_an_averaged_hint_keeps_the_input_dtype_and_batches_image_by_image():
+    ae, x = random_bipolar(True), torch.cat([pink_noise(64), pink_noise(64).flip(-1)])
+    full = ae.hint(x, ["b"])
+    assert full.dtype == torch.float32 and torch.allclose(full[1:], ae.hint(x[1:], ["b"]), atol=1e-6)
+    low = ae.to(torch.bfloat16).hint(x.to(torch.bfloat16), ["b"])
+    assert low.dtype == torch.bfloat16 and float((low.float() - full).abs().max()) < 0.05
