@@ -5,7 +5,7 @@ architecture; the images they make are noise, the plumbing is real.
 Built once (about a minute on 2 CPU cores) and cached under ``cache_dir()``.
 
 * ``sd15/`` — a diffusers pipeline folder (``DiffusersLoader``)
-* ``scg_controlnet_sd15_ldm-<fingerprint>.safetensors`` (:func:`scg_controlnet`) — an SD1.5
+* ``scg_controlnet_sd15_ldm-<fingerprint>-<settings>.safetensors`` (:func:`scg_controlnet`) — an SD1.5
   ControlNet whose zero-convolutions are given random values (so that it acts), exported by
   ``train_controlnet``'s exporter (lllyasviel layout, fp16) with SCG metadata: trained on the
   bundled default's ``brightness``. Keyed by the default's fingerprint, since its metadata names
@@ -84,12 +84,18 @@ def build(comfyui_dir: Path) -> Path:
 def scg_controlnet(models: Path) -> Path:
     """The SCG ControlNet for the current bundled default, written by the trainer's exporter
     (``training.controlnet_export``: lllyasviel layout, fp16, SCG metadata) — built in ~20 s when the
-    default changed."""
+    default or its hint settings changed."""
+    import hashlib
+    import json
+
     import scg_core
     from scg_core.controlnet.metadata import controlnet_metadata, fingerprint
 
     default = scg_core.load_default()
-    path = models / f"scg_controlnet_sd15_ldm-{fingerprint(default)}.safetensors"
+    metadata = controlnet_metadata(default, ["brightness"])
+    # the weights' fingerprint and every other hint setting the metadata records (gains, spans, phase averaging)
+    key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:8]
+    path = models / f"scg_controlnet_sd15_ldm-{fingerprint(default)}-{key}.safetensors"
     if path.is_file():
         return path
     import torch
@@ -104,7 +110,7 @@ def scg_controlnet(models: Path) -> Path:
     with torch.no_grad():  # ControlNet's output convolutions start at 0: give them values so it acts
         for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
             block.weight.normal_(0, 0.02)
-    return export_controlnet(cn, path, controlnet_metadata(default, ["brightness"]))
+    return export_controlnet(cn, path, metadata)
 
 
 OFFICIAL_GROUP = "HC0"  # cldm_v15.yaml's hypercond: [0]
