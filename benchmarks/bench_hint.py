@@ -133,7 +133,7 @@ def phase_table(model, sizes, rounds, groups):
             x = test_image(size)
             for group in groups:
                 sel = [group] if group else None
-                ms = time_interleaved({"averaged": lambda: averaged.hint(x, sel), "one grid": lambda: one_grid.hint(x, sel)}, rounds)
+                ms = time_interleaved({"averaged": lambda x=x, sel=sel: averaged.hint(x, sel), "one grid": lambda x=x, sel=sel: one_grid.hint(x, sel)}, rounds)
                 rows.append({"size": size, "group": group or "all", "averaged_ms": ms["averaged"], "one_grid_ms": ms["one grid"]})
     return rows
 

@@ -68,7 +68,7 @@ def phase_figure(ae: scg_core.ModularAE, image: torch.Tensor, group: str, box: t
     one_grid.load_state_dict(ae.state_dict())
     averaged = scg_core.ModularAE(ae.config, groups=ae.groups, phase_average=True)
     averaged.load_state_dict(ae.state_dict())
-    crop = lambda x, dx=0: x[0, :, top:top + side, left + dx:left + dx + side]  # noqa: E731
+    crop = lambda x, dx=0: x[0, :, top:top + side, left + dx:left + dx + side]
     moved = image[..., :, 1:]  # the picture one pixel to the left; its pixel x is the original's x + 1
     tiles = [("input", crop(image, 1))]
     with torch.inference_mode():

@@ -10,7 +10,11 @@ from safetensors import safe_open
 
 import scg_core
 from scg_core import ModularAE, WeightsError, load, save
-from scg_core.controlnet.metadata import controlnet_metadata, parse_controlnet_metadata, selection_mismatch
+from scg_core.controlnet.metadata import (
+    controlnet_metadata,
+    parse_controlnet_metadata,
+    selection_mismatch,
+)
 from scg_core.model.display import contrast_factors
 from scg_core.model.groups import Group
 from scg_core.tools import characterize as characterize_tool

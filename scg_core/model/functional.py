@@ -320,7 +320,7 @@ def phase_averaged_decodes(
         Every code whose receptive field reaches the image counts (the image zero-padded once
         normalised, as the encoder pads it).
     """
-    B, C, H, W = x.shape
+    C, H, W = x.shape[-3:]
     S, R, l = config.stride, config.receptive_field, config.module_channels
     kept = [m * l + c for m in modules for c in range(l)]
     kernel = compose_kernel({k: v.float() for k, v in weights.items()}, config)[kept]  # (m·l, C, R, R)
