@@ -8,8 +8,8 @@ All methods are timed in the same run; the two hint computations are interleaved
 (so background load hits them alike), the Canny references in rounds of their own. The table
 reports medians and ratios (Canny against the all-groups composed time). The factorised and composed
 paths are compared on one code grid (``phase_average`` off, as the official hint is); a second table
-times the hint as the weight file computes it, phase-averaged (``stride²`` decodes, when the file
-says so), against one grid. When CUDA is available it also prints images/s at 512² for batch 32 in
+times the hint averaged over the code grid's positions (``phase_average``, through the FFT) against
+one grid, and the per-image contrast is timed as the weight file computes its hints. When CUDA is available it also prints images/s at 512² for batch 32 in
 fp16 and bf16.
 """
 
