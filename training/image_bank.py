@@ -4,9 +4,9 @@
 when it fits, else in pinned host memory. :class:`StepSampler` draws a step's reconstruction crops
 and equivariance patch pairs from it: random numbers from a generator seeded by
 ``(seed, rank, step)``, windows cut out as rows of the flat buffer, every pair warped by one
-``grid_sample``, colour augmentation as one 3×3 matrix per image. No per-image or per-pair Python,
-no host work beyond seeding the generator, and resuming at step ``n`` draws exactly the batches an
-uninterrupted run draws there.
+``grid_sample`` (on the CPU, one per cache-sized chunk of pairs), colour augmentation as one 3×3
+matrix per image. No per-image or per-pair Python, no host work beyond seeding the generator, and
+resuming at step ``n`` draws exactly the batches an uninterrupted run draws there.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import Tensor
 from scg_core.model.pairs import pair_margin, warp_grid
 
 DEVICE_SHARE = 0.5  # keep the images on the GPU while they take at most this share of its free memory
+CPU_PAIR_CHUNK = 128  # pairs warped at a time on the CPU: 128 windows of 37² float pixels (2 MB) stay in cache
 
 
 class ImageBank:
@@ -117,24 +118,42 @@ class StepSampler:
         left = (u[:, 1] * (self.bank.widths[image] - self.crop + 1)).long()
         crops = self.bank.windows(image, top, left, self.crop, self.crop)  # (B, c, c, 3) uint8
 
-        R, w = self.radius, 2 * self.radius + 1
         which = torch.randint(n, (self.pairs,), generator=g, device=dev)
         u = torch.rand(self.pairs, 5, generator=g, device=dev)
         image = picks[which]
-        top = (u[:, 0] * (self.bank.heights[image] - 2 * R)).long()
-        left = (u[:, 1] * (self.bank.widths[image] - 2 * R)).long()
-        # (N, 3, w, w) in 0..255, channels last in memory: grid_sample reads it faster on CPU (6.2 against 8.3 ms)
-        windows = self.bank.windows(image, top, left, w, w).permute(0, 3, 1, 2).float()
+        top = (u[:, 0] * (self.bank.heights[image] - 2 * self.radius)).long()
+        left = (u[:, 1] * (self.bank.widths[image] - 2 * self.radius)).long()
         delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
                              u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
-        transformed = torch.nn.functional.grid_sample(windows, warp_grid(delta, self.patch, R), mode="bilinear",
-                                                      padding_mode="zeros", align_corners=True)
-        lo = R - (self.context_patch - 1) // 2
-        patches = windows[:, :, lo:lo + self.context_patch, lo:lo + self.context_patch]
-        to_device = lambda t: t.to(self.bank.device)
-        return {"crops": recolour(crops.permute(0, 3, 1, 2).float(), to_device(colour[slot])),
-                "patches": recolour(patches, to_device(colour[which])),
-                "transformed": recolour(transformed, to_device(colour[which])), "delta": delta}
+        patches, transformed = self._cut_pairs(image, top, left, delta, colour[which].to(self.bank.device))
+        return {"crops": recolour(crops.permute(0, 3, 1, 2).float(), colour[slot].to(self.bank.device)),
+                "patches": patches, "transformed": transformed, "delta": delta}
+
+    def _cut_pairs(self, image: Tensor, top: Tensor, left: Tensor, delta: Tensor, colour: Tensor) -> tuple[Tensor, Tensor]:
+        """The pairs whose windows start at ``top``, ``left`` of ``image`` (``[N]`` long), moved by
+        ``delta`` ``[N,3]`` and recoloured by ``colour`` ``[N,3,3]`` → ``patches`` ``[N,3,S,S]`` and
+        ``transformed`` ``[N,3,p,p]`` float.
+
+        On the CPU the pairs go ``CPU_PAIR_CHUNK`` at a time, so that each chunk's float windows are
+        still in cache when ``grid_sample`` and the recolouring read them; every pair is computed as
+        it would be in one piece (bit-identical, tested).
+        """
+        R, w, p, s = self.radius, 2 * self.radius + 1, self.patch, self.context_patch
+        lo = R - (s - 1) // 2
+        grid = warp_grid(delta, p, R)
+        n = image.numel()
+        patches = torch.empty(n, 3, s, s, device=self.bank.device)
+        transformed = torch.empty(n, 3, p, p, device=self.bank.device)
+        chunk = CPU_PAIR_CHUNK if self.bank.device.type == "cpu" else n
+        for a in range(0, n, chunk):
+            part = slice(a, a + chunk)
+            # (k, 3, w, w) in 0..255, channels last in memory: grid_sample reads it faster on CPU
+            windows = self.bank.windows(image[part], top[part], left[part], w, w).permute(0, 3, 1, 2).float()
+            warped = torch.nn.functional.grid_sample(windows, grid[part], mode="bilinear", padding_mode="zeros",
+                                                     align_corners=True)
+            recolour(warped, colour[part], out=transformed[part])
+            recolour(windows[:, :, lo:lo + s, lo:lo + s], colour[part], out=patches[part])
+        return patches, transformed
 
     def colour_matrices(self, g: torch.Generator, n: int) -> Tensor:
         """``[n,3,3]``: each image's channel order, then its chroma gain, as one matrix (divided by 255)."""
@@ -156,7 +175,12 @@ class StepSampler:
         return matrices / 255
 
 
-def recolour(pixels: Tensor, matrices: Tensor) -> Tensor:
-    """``pixels [M,3,h,w]`` (0..255) through one ``[M,3,3]`` colour matrix each → ``[M,3,h,w]`` float."""
+def recolour(pixels: Tensor, matrices: Tensor, out: Tensor | None = None) -> Tensor:
+    """``pixels [M,3,h,w]`` (0..255) through one ``[M,3,3]`` colour matrix each → ``[M,3,h,w]`` float
+    (written into ``out``, contiguous ``[M,3,h,w]``, when given)."""
     m, _, h, w = pixels.shape
-    return (matrices @ pixels.reshape(m, 3, h * w)).view(m, 3, h, w)  # a batched matmul: ~2× einsum's speed here
+    flat = pixels.reshape(m, 3, h * w)
+    if out is None:
+        return torch.bmm(matrices, flat).view(m, 3, h, w)  # a batched matmul: ~2× einsum's speed here
+    torch.bmm(matrices, flat, out=out.view(m, 3, h * w))
+    return out

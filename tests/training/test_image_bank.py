@@ -102,3 +102,18 @@ def test_colour_augment_permutes_channels_and_chroma_gain_keeps_grey():
     torch.testing.assert_close(gained.mean(1), plain[0].mean().expand(16))  # grey unchanged
     spread = (gained[:, 2] - gained[:, 0]) / (plain[0, 2] - plain[0, 0])  # the colour part scaled by [1, 3]
     assert spread.min() >= 1 - 1e-5 and spread.max() <= 3 + 1e-5 and spread.max() - spread.min() > 0.5
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_pairs_warped_in_chunks_equal_pairs_warped_at_once(monkeypatch, chunk):
+    # On the CPU the pairs are warped a chunk at a time (cache-sized); that must not change a bit.
+    from training import image_bank
+
+    bank = ImageBank([torch.rand(3, 90, 120), torch.rand(3, 100, 80)])
+    options = {"colour_augment": 0.5, "chroma_gain": 2.0, "pairs": 50, "context_patch": 29}
+    monkeypatch.setattr(image_bank, "CPU_PAIR_CHUNK", 10_000)
+    whole = sampler(bank, **options)(3)
+    monkeypatch.setattr(image_bank, "CPU_PAIR_CHUNK", chunk)
+    chunked = sampler(bank, **options)(3)
+    assert chunked["patches"].shape == (50, 3, 29, 29) and chunked["transformed"].shape == (50, 3, 21, 21)
+    assert all(torch.equal(whole[k], chunked[k]) for k in whole)
