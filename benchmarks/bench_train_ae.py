@@ -79,7 +79,10 @@ def baseline_steps_per_s(rev: str, data: Path, a: argparse.Namespace) -> float:
                                  capture_output=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tree, filter="data")
-        code = BASELINE.format(threads=a.threads, preset=a.preset, data=str(data), warmup=a.warmup, steps=2 * a.steps)
+        preset = a.preset
+        if preset == "quick_ae" and not (Path(tree) / "training/configs/quick_ae.json").exists():
+            preset = "default_ae"  # the 5,400-step preset's name before the 40,000-step default took it
+        code = BASELINE.format(threads=a.threads, preset=preset, data=str(data), warmup=a.warmup, steps=2 * a.steps)
         out = subprocess.run([sys.executable, "-c", code], cwd=tree, check=True, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": tree})
         return float(out.stdout.strip().splitlines()[-1])
