@@ -1,0 +1,96 @@
+"""The autoencoder trainer's batch sampler against an earlier commit's, side by side in the training loop.
+
+    python benchmarks/bench_sampler.py --against HEAD~1            # CPU, 2 threads, the quick_ae preset
+    python benchmarks/bench_sampler.py --against a01675a --steps 120
+
+Both samplers (``training.image_bank.StepSampler`` of this tree and of ``REV``, extracted with
+``git archive``) draw from the same photos with the same options. Round by round, each draws step
+``i``'s batch (timed) and a training step follows it (not timed), so the caches are as cold as in
+training and background load hits both alike; the order alternates every round. Before timing it
+checks that both give equal batches on the first steps (a speed change must not change the data),
+and prints the median of per-round times with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training import image_bank
+from training.data import ImageFolder, min_image_size
+from training.gather_photos import gather
+from training.train_modular_ae import Objective, make_optimizer, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def module_at(rev: str, tree: str):
+    """``training/image_bank.py`` as it was at commit ``rev``, imported under another name."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "training/image_bank.py"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    spec = importlib.util.spec_from_file_location(f"image_bank_{rev}", Path(tree) / "training/image_bank.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--against", required=True, metavar="REV", help="the git commit whose sampler to time against")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=80, help="timed rounds (each draws one batch per sampler)")
+    p.add_argument("--preset", default="quick_ae")
+    p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = a.data or (gather(Path(tmp) / "photos") and Path(tmp) / "photos" / "train")
+        args = parse_args(["--preset", a.preset, "--data", str(data)])
+        torch.manual_seed(0)
+        objective = Objective(args)
+        optimizer = make_optimizer(objective, args)
+        patch = objective.ae.config.receptive_field
+        images = list(ImageFolder(data, min_image_size(args.crop, patch, args.max_shift)).decode_all())
+        options = {"seed": 0, "rank": 0, "crop": args.crop, "batch": args.batch, "pairs": args.pairs, "patch": patch,
+                       "max_shift": args.max_shift, "colour_augment": args.colour_augment, "chroma_gain": args.chroma_gain}
+        before = module_at(a.against, tmp)
+        samplers = {a.against: before.StepSampler(before.ImageBank(images), **options),
+                    "this tree": image_bank.StepSampler(image_bank.ImageBank(images), **options)}
+    old, new = samplers.values()
+    equal = all(torch.equal(x, y) for i in range(3) for x, y in zip(old(i).values(), new(i).values(), strict=True))
+    times = {name: [] for name in samplers}
+    for i in range(a.steps + 3):
+        names = list(samplers) if i % 2 else list(samplers)[::-1]
+        for name in names:
+            started = time.perf_counter()
+            batch = samplers[name](i)
+            if i >= 3:  # the first rounds warm up
+                times[name].append(time.perf_counter() - started)
+            objective(batch)["total"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    median = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    print(f"StepSampler at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs), CPU, {a.threads} threads, "
+          f"{a.steps} rounds; batches equal on the first 3 steps: {equal}")
+    for name, ms in median.items():
+        print(f"  {name}: {ms:.2f} ms per step (median)")
+    print(f"  this tree / {a.against}: {median['this tree'] / median[a.against]:.2f}× the time")
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
