@@ -11,6 +11,10 @@ flower.jpg) and ``DIR/heldout`` (skimage's ``chelsea``, kept for evaluation). Ne
 package (GPL-2+, authors in its ``/usr/share/doc/mate-backgrounds/copyright``), scaled to 512 px on
 the shorter side like the others; three of them (``MATE_HELDOUT``) go to ``heldout``. Every file
 written is listed with its source and licence in ``DIR/SOURCES.md``.
+
+``--scales 1 0.7071 0.5`` also writes each training photo scaled by each factor below 1 (Lanczos;
+``NAME_x0.71.png``), a scale pyramid in which a crop holds more of a scene; the held-out photos are
+never scaled. Copies whose shorter side would fall under ``MIN_SIDE`` pixels are skipped.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ HELDOUT = "chelsea"
 MATE_NATURE = Path("/usr/share/backgrounds/mate/nature")
 MATE_HELDOUT = ["LadyBird", "Storm", "Wood"]
 SIDE = 512  # shorter side of the wallpapers once scaled: the scale of the scikit-image photos
+MIN_SIDE = 160  # the smallest scaled copy kept: a 128-px crop plus the ±8 px pair windows' margin
 
 
-def gather(out: Path, mate: Path | None = None) -> list[Path]:
-    """Write the photos; returns their paths. ``mate``: the ``mate-backgrounds`` nature folder to add."""
+def gather(out: Path, mate: Path | None = None, scales: tuple[float, ...] = (1.0,)) -> list[Path]:
+    """Write the photos; returns their paths. ``mate``: the ``mate-backgrounds`` nature folder to add;
+    ``scales``: factors in (0, 1]; each training photo is also written scaled by those below 1."""
+    if any(not 0 < f <= 1 for f in scales):
+        raise SystemExit(f"error: --scales must lie in (0, 1]; got {list(scales)}")
     import skimage.data
     from sklearn.datasets import load_sample_image
 
@@ -43,11 +51,19 @@ def gather(out: Path, mate: Path | None = None) -> list[Path]:
         + [("heldout", HELDOUT, getattr(skimage.data, HELDOUT)(), "scikit-image `skimage.data`")]
         + _mate(mate)
     ):
-        path = out / split / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8)).save(path)
-        written.append(path)
-        sources.append(f"| {split}/{name}.png | {source} |")
+        image = Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8))
+        for factor in sorted({1.0, *scales}, reverse=True) if split == "train" else [1.0]:
+            side = round(min(image.size) * factor)
+            if factor < 1 and side < MIN_SIDE:
+                continue
+            stem = name if factor == 1 else f"{name}_x{factor:.2f}"
+            path = out / split / f"{stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scaled = image if factor == 1 else image.resize(
+                (round(image.width * factor), round(image.height * factor)), Image.Resampling.LANCZOS)
+            scaled.save(path)
+            written.append(path)
+            sources.append(f"| {split}/{stem}.png | {source}{'' if factor == 1 else f', scaled by {factor:g}'} |")
     (out / "SOURCES.md").write_text("| file | source and licence |\n|---|---|\n" + "\n".join(sources) + "\n"
                                     "\nscikit-image and scikit-learn sample data: see their packages' licence files "
                                     "(BSD-3-Clause; the individual photos' terms are listed there).\n")
@@ -76,8 +92,10 @@ def main(argv=None) -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--mate-backgrounds", type=Path, nargs="?", const=MATE_NATURE, metavar="DIR",
                    help=f"also the nature photos of Debian's mate-backgrounds (default folder: {MATE_NATURE})")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="F",
+                   help="also write each training photo scaled by these factors < 1 (a scale pyramid), e.g. 1 0.7071 0.5")
     args = p.parse_args(argv)
-    for path in gather(args.out, args.mate_backgrounds):
+    for path in gather(args.out, args.mate_backgrounds, tuple(args.scales)):
         print(path)
 
 

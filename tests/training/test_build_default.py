@@ -70,6 +70,22 @@ def test_gather_photos_adds_the_mate_backgrounds_nature_photos_scaled_with_their
         gather(tmp_path / "none", tmp_path / "empty")
 
 
+def test_gather_photos_scale_pyramid_scales_training_photos_only(tmp_path):
+    from training.gather_photos import MIN_SIDE
+
+    paths = gather(tmp_path, scales=(1.0, 0.5, 0.25))
+    train = {p.name: Image.open(p).size for p in paths if p.parent.name == "train"}
+    for name in SKIMAGE_TRAIN + [n.removesuffix(".jpg") for n in SKLEARN_TRAIN]:
+        w, h = train[f"{name}.png"]
+        assert train[f"{name}_x0.50.png"] == (round(w * 0.5), round(h * 0.5))
+        # a quarter of a 512-px photo is under the smallest side kept; the hubble field (872 px) is not
+        assert (f"{name}_x0.25.png" in train) == (round(min(w, h) * 0.25) >= MIN_SIDE)
+    assert [p.name for p in paths if p.parent.name == "heldout"] == [f"{HELDOUT}.png"]
+    assert "| train/china_x0.50.png | scikit-learn `load_sample_image`, scaled by 0.5 |" in (tmp_path / "SOURCES.md").read_text()
+    with pytest.raises(SystemExit, match="--scales"):
+        gather(tmp_path / "bad", scales=(1.0, 2.0))
+
+
 def test_build_trains_the_default_ae_preset_and_quick_ae_after_the_separator(monkeypatch, tmp_path):
     """The bundled default's setting (40,000 steps, ±8 px) by default; ``-- --preset quick_ae`` the
     former 5,400-step one. The arguments are those train_modular_ae parses, not re-stated here."""
