@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,20 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_train_ae import extract  # the script's own folder is on sys.path
+
 from training import image_bank
 from training.data import ImageFolder, min_image_size
 from training.gather_photos import gather
 from training.train_modular_ae import Objective, make_optimizer, parse_args
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def module_at(rev: str, tree: str):
     """``training/image_bank.py`` as it was at commit ``rev``, imported under another name."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "training/image_bank.py"], check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tree, filter="data")
+    extract(rev, ["training/image_bank.py"], tree)
     spec = importlib.util.spec_from_file_location(f"image_bank_{rev}", Path(tree) / "training/image_bank.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -66,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         patch = objective.ae.config.receptive_field
         images = list(ImageFolder(data, min_image_size(args.crop, patch, args.max_shift)).decode_all())
         options = {"seed": 0, "rank": 0, "crop": args.crop, "batch": args.batch, "pairs": args.pairs, "patch": patch,
-                       "max_shift": args.max_shift, "colour_augment": args.colour_augment, "chroma_gain": args.chroma_gain}
+                   "max_shift": args.max_shift, "colour_augment": args.colour_augment, "chroma_gain": args.chroma_gain}
         before = module_at(a.against, tmp)
         samplers = {a.against: before.StepSampler(before.ImageBank(images), **options),
                     "this tree": image_bank.StepSampler(image_bank.ImageBank(images), **options)}

@@ -72,13 +72,17 @@ print({steps} / (time.perf_counter() - started))
 """
 
 
+def extract(rev: str, paths: list[str], tree: str) -> None:
+    """Write ``paths`` (files or folders of this repository) as they were at commit ``rev`` under ``tree``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, *paths], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+
+
 def baseline_steps_per_s(rev: str, data: Path, a: argparse.Namespace) -> float:
     """Steps/s of the trainer at commit ``rev`` (CPU only), run from a ``git archive`` of it."""
     with tempfile.TemporaryDirectory() as tree:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "scg_core", "training"], check=True,
-                                 capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tree, filter="data")
+        extract(rev, ["scg_core", "training"], tree)
         preset = a.preset
         if preset == "quick_ae" and not (Path(tree) / "training/configs/quick_ae.json").exists():
             preset = "default_ae"  # the 5,400-step preset's name before the 40,000-step default took it
