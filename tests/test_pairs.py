@@ -4,12 +4,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scg_core.model.pairs import context_side, neighbour_deltas, pair_margin, sample_patch_pairs, warp_grid
+from scg_core.model.pairs import (
+    context_side,
+    neighbour_deltas,
+    pair_margin,
+    sample_patch_pairs,
+    warp_grid,
+)
 
 
 def test_identity_transform_returns_the_same_patch():
     img = torch.rand(3, 60, 70)
-    P, Q, delta = sample_patch_pairs([img], 8, torch.Generator().manual_seed(0), delta=torch.zeros(8, 3))
+    P, Q, _delta = sample_patch_pairs([img], 8, torch.Generator().manual_seed(0), delta=torch.zeros(8, 3))
     assert P.shape == Q.shape == (8, 3, 21, 21)
     torch.testing.assert_close(P, Q, atol=1e-5, rtol=0)
 
@@ -42,7 +48,31 @@ def test_errors():
         sample_patch_pairs([torch.rand(3, 30, 30)], 2, torch.Generator())
     with pytest.raises(ValueError, match="delta must be"):
         sample_patch_pairs([torch.rand(3, 60, 60)], 2, torch.Generator(), delta=torch.tensor([[5.0, 0, 0], [0, 0, 0]]))
-    assert pair_margin(21, 2.0) == math.ceil(10 * math.sqrt(2) + 2) + 1 == 18
+    assert pair_margin(21, 2.0) == math.ceil((10 + 2) * math.sqrt(2)) + 1 == 18
+    assert pair_margin(21, 8.0) == math.ceil((10 + 8) * math.sqrt(2)) + 1 == 27
+
+
+@pytest.mark.parametrize("max_shift", [2.0, 8.0])
+def test_pairs_read_inside_the_image_at_the_longest_shifts(max_shift):
+    # The farthest sample of a transformed patch: a corner q of the patch against a diagonal shift t,
+    # rotated onto an image axis — |Aᵀ(q − t)| = (10 + max_shift)·√2 on that axis. Each pixel holds its
+    # own coordinates, so a sample that left the window (read as zero padding) shows as a wrong position.
+    R = pair_margin(21, max_shift)
+    side = 2 * R + 1
+    y, x = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32), indexing="ij")
+    image = torch.stack([x, y, torch.ones_like(x)]) / 255  # linear, so bilinear sampling reads positions back exactly
+    s = max_shift
+    delta = torch.tensor([[-s, s, math.pi / 4], [s, s, -math.pi / 4], [s, -s, math.pi / 4], [-s, -s, 3 * math.pi / 4],
+                          [-s, s, 5 * math.pi / 4], [s, -s, -3 * math.pi / 4]])
+    _, warped, _ = sample_patch_pairs([image], len(delta), torch.Generator().manual_seed(0), max_shift=max_shift, delta=delta)
+    offsets = torch.arange(-10, 11, dtype=torch.float32)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    qx, qy = dx - delta[:, 0, None, None], dy - delta[:, 1, None, None]
+    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
+    reach = (cos * qx - sin * qy).abs().amax(dim=(1, 2))
+    assert reach.max() > math.ceil((10 + s) * math.sqrt(2)) - 1  # the test reaches the last pixel of the margin
+    torch.testing.assert_close(warped[:, 0] * 255, R + cos * qx - sin * qy, atol=1e-3, rtol=0)
+    torch.testing.assert_close(warped[:, 1] * 255, R + sin * qx + cos * qy, atol=1e-3, rtol=0)
 
 
 def test_warp_equals_kornias_warp_affine():

@@ -9,7 +9,7 @@ the features at the same physical point, exactly and cheaply, with no feature-ma
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,11 @@ from torch import Tensor
 
 def pair_margin(patch: int, max_shift: float, context_patch: int | None = None) -> int:
     """Half-size of the window a rotated and shifted ``patch`` needs around its centre: the
-    patch's half-diagonal plus the shift, plus one pixel for the bilinear interpolation; at least
+    patch's half-diagonal plus the longest shift (``max_shift`` on both axes: ``√2·max_shift``, which
+    the rotation can turn onto one axis), plus one pixel for the bilinear interpolation; at least
     half the ``context_patch`` (the side of the untransformed patch, when larger)."""
-    return max(math.ceil((patch - 1) / 2 * math.sqrt(2) + max_shift) + 1, ((context_patch or patch) - 1) // 2)
+    reach = ((patch - 1) / 2 + max_shift) * math.sqrt(2)  # max |Aᵀ(q − t)| over the patch's q and the shifts t
+    return max(math.ceil(reach) + 1, ((context_patch or patch) - 1) // 2)
 
 
 def context_side(patch: int, stride: int, context: int) -> int:

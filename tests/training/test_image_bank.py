@@ -35,13 +35,15 @@ def test_float_images_are_stored_as_8_bits():
 
 
 def sampler(bank, **kw):
-    options = dict(seed=3, rank=0, crop=32, batch=4, pairs=64, patch=21, max_shift=2.0)
+    options = {"seed": 3, "rank": 0, "crop": 32, "batch": 4, "pairs": 64, "patch": 21, "max_shift": 2.0}
     return StepSampler(bank, **{**options, **kw})
 
 
-def test_pairs_read_the_image_where_the_transformation_says():
+@pytest.mark.parametrize(("max_shift", "pairs"), [(2.0, 64), (8.0, 2048)])
+def test_pairs_read_the_image_where_the_transformation_says(max_shift, pairs):
+    # ±8 px with many pairs: the rare diagonal shifts turned onto an axis reach (10 + 8)·√2 px
     bank = ImageBank([coordinate_image(120, 150), coordinate_image(100, 100)])
-    batch = sampler(bank)(7)
+    batch = sampler(bank, max_shift=max_shift, pairs=pairs)(7)
     P, Q, delta = batch["patches"] * 255, batch["transformed"] * 255, batch["delta"]
     h = 10
     offsets = torch.arange(-h, h + 1, dtype=torch.float32)
@@ -54,7 +56,7 @@ def test_pairs_read_the_image_where_the_transformation_says():
     cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
     torch.testing.assert_close(Q[:, 0], cx[:, None, None] + cos * qx - sin * qy, atol=2e-3, rtol=0)
     torch.testing.assert_close(Q[:, 1], cy[:, None, None] + sin * qx + cos * qy, atol=2e-3, rtol=0)
-    assert delta[:, :2].abs().max() <= 2.0 and 0 <= delta[:, 2].min() and delta[:, 2].max() < 2 * math.pi
+    assert delta[:, :2].abs().max() <= max_shift and 0 <= delta[:, 2].min() and delta[:, 2].max() < 2 * math.pi
     assert delta[:, 2].std() > 1  # rotations cover the circle
 
 
