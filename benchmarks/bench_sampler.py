@@ -7,8 +7,9 @@ Both samplers (``training.image_bank.StepSampler`` of this tree and of ``REV``, 
 ``git archive``) draw from the same photos with the same options. Round by round, each draws step
 ``i``'s batch (timed) and a training step follows it (not timed), so the caches are as cold as in
 training and background load hits both alike; the order alternates every round. Before timing it
-checks that both give equal batches on the first steps (a speed change must not change the data),
-and prints the median of per-round times with the ratio.
+checks that both give the same batches on the first steps (a speed change must not change the data:
+equal tensors, except the warped patches, which may differ by the float rounding of another warp
+grid, up to ``ROUNDING`` on the [0,1] scale), and prints the median of per-round times with the ratio.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def module_at(rev: str, tree: str):
     return module
 
 
+ROUNDING = 1e-5  # largest difference allowed between the two samplers' warped patches (values in [0,1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--against", required=True, metavar="REV", help="the git commit whose sampler to time against")
@@ -65,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         samplers = {a.against: before.StepSampler(before.ImageBank(images), **options),
                     "this tree": image_bank.StepSampler(image_bank.ImageBank(images), **options)}
     old, new = samplers.values()
-    equal = all(torch.equal(x, y) for i in range(3) for x, y in zip(old(i).values(), new(i).values(), strict=True))
+    pairs = [(old(i), new(i)) for i in range(3)]
+    equal = all(torch.equal(x[k], y[k]) for x, y in pairs for k in x if k != "transformed")
+    rounding = max(float((x["transformed"] - y["transformed"]).abs().max()) for x, y in pairs)
+    equal = equal and rounding <= ROUNDING
     times = {name: [] for name in samplers}
     for i in range(a.steps + 3):
         names = list(samplers) if i % 2 else list(samplers)[::-1]
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
     median = {name: 1000 * statistics.median(t) for name, t in times.items()}
     print(f"StepSampler at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs), CPU, {a.threads} threads, "
-          f"{a.steps} rounds; batches equal on the first 3 steps: {equal}")
+          f"{a.steps} rounds; batches the same on the first 3 steps: {equal} (warped patches differ by ≤ {rounding:.1e})")
     for name, ms in median.items():
         print(f"  {name}: {ms:.2f} ms per step (median)")
     print(f"  this tree / {a.against}: {median['this tree'] / median[a.against]:.2f}× the time")

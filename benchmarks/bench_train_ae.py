@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['data_ms']:.1f} | {r['forward_ms']:.1f} | "
-              f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.0f}% |")
+              f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.1f}% |")
     if len(rows) == 2:
         print(f"device / host: {rows[1]['steps_per_s'] / rows[0]['steps_per_s']:.2f}× steps/s")
     if before is not None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from scg_core.model.pairs import pair_margin, warp_grid
+from scg_core.model.pairs import pair_margin, sample_centres, warp_grid, warp_margin
 
 DEVICE_SHARE = 0.5  # keep the images on the GPU while they take at most this share of its free memory
 CPU_PAIR_CHUNK = 128  # pairs warped at a time on the CPU: 128 windows of 37² float pixels (2 MB) stay in cache
@@ -105,7 +105,12 @@ class StepSampler:
         self.context_patch = context_patch or patch
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step, self.colour_augment, self.chroma_gain = images_per_step, float(colour_augment), chroma_gain
-        self.radius = pair_margin(patch, max_shift, self.context_patch)
+        self.radius = pair_margin(patch, max_shift, self.context_patch)  # pair points lie this far inside the images
+        # The warp reads a disc around −Aᵀt, up to √2·max_shift from the pair's point: for long shifts a small
+        # window there plus the patch itself copy fewer pixels than one window around the point holding both.
+        self.warp_radius = warp_margin(patch)
+        inside = self.radius >= self.warp_radius + math.ceil(math.sqrt(2) * max_shift)  # so no clamping is needed
+        self.follow_shift = inside and (2 * self.warp_radius + 1) ** 2 + self.context_patch ** 2 < (2 * self.radius + 1) ** 2
         smallest = int(torch.minimum(bank.heights, bank.widths).min())
         if smallest < max(crop, 2 * self.radius + 1):
             raise ValueError(f"every image needs at least {max(crop, 2 * self.radius + 1)} pixels a side; the smallest has {smallest}")
@@ -147,12 +152,20 @@ class StepSampler:
         still in cache when ``grid_sample`` and the recolouring read them; every pair is computed as
         it would be in one piece (bit-identical, tested).
         """
-        R, w, p, s = self.radius, 2 * self.radius + 1, self.patch, self.context_patch
-        lo = R - (s - 1) // 2
-        # each pair's p² samples as one row: grid_sample vectorises along rows, and 21 is a poor multiple of a vector
-        grid = warp_grid(delta, p, R).view(-1, 1, p * p, 2)
-        starts = self.bank.row_starts(image, top, left, w)  # (n, w)
+        R, p, s = self.radius, self.patch, self.context_patch
         n, dev = image.numel(), self.bank.device
+        if self.follow_shift:  # the warp's window around where its samples fall; the patch cut on its own
+            r = self.warp_radius
+            offset = sample_centres(delta).round().to(torch.long)  # (n, 2) x, y
+            grid = warp_grid(delta, p, r, offset)
+            offset = offset.to(image.device)
+            starts = self.bank.row_starts(image, top + R - r + offset[:, 1], left + R - r + offset[:, 0], 2 * r + 1)
+            patch_starts = self.bank.row_starts(image, top + R - (s - 1) // 2, left + R - (s - 1) // 2, s)
+        else:  # one window around the pair's point holds the warp's samples and the patch
+            r, grid, starts = R, warp_grid(delta, p, R), self.bank.row_starts(image, top, left, 2 * R + 1)
+        w, lo = 2 * r + 1, r - (s - 1) // 2
+        # each pair's p² samples as one row: grid_sample vectorises along rows, and 21 is a poor multiple of a vector
+        grid = grid.view(-1, 1, p * p, 2)
         patches = torch.empty(n, 3, s, s, device=dev)
         transformed = torch.empty(n, 3, p, p, device=dev)
         chunk = CPU_PAIR_CHUNK if dev.type == "cpu" else n
@@ -164,7 +177,12 @@ class StepSampler:
             warped = torch.nn.functional.grid_sample(windows, grid[part], mode="bilinear", padding_mode="zeros",
                                                      align_corners=True)
             recolour(warped.view(-1, 3, p, p), colour[part], out=transformed[part])
-            recolour(windows[:, :, lo:lo + s, lo:lo + s], colour[part], out=patches[part])
+            if self.follow_shift:  # uint8 channels last → float planar in one copy
+                cut = self.bank.rows(patch_starts[part], s).to(dev, non_blocking=True).view(-1, s, s, 3)
+                pixels = torch.empty(cut.shape[0], 3, s, s, device=dev).copy_(cut.permute(0, 3, 1, 2))
+            else:
+                pixels = windows[:, :, lo:lo + s, lo:lo + s]
+            recolour(pixels, colour[part], out=patches[part])
         return patches, transformed
 
     def colour_matrices(self, g: torch.Generator, n: int) -> Tensor:

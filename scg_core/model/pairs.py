@@ -25,6 +25,14 @@ def pair_margin(patch: int, max_shift: float, context_patch: int | None = None) 
     return max(math.ceil(reach) + 1, ((context_patch or patch) - 1) // 2)
 
 
+def warp_margin(patch: int) -> int:
+    """Half-size of a window that holds every sample a rotated ``patch`` reads when the window is
+    centred on the nearest pixel to the samples' centre (:func:`warp_grid`'s ``offset``): the half-
+    diagonal plus half a pixel of rounding. The farthest sample then lies at most ``2·margin`` from
+    the window's first pixel, where the bilinear weight of the pixel beyond is zero."""
+    return math.ceil((patch - 1) / 2 * math.sqrt(2) + 0.5)
+
+
 def context_side(patch: int, stride: int, context: int) -> int:
     """Side of the untransformed patch whose ``context × context`` code cells (``stride`` apart)
     surround its centre: ``patch + stride·(context − 1)``."""
@@ -58,14 +66,16 @@ def neighbour_deltas(delta: Tensor, stride: int, context: int) -> Tensor:
     return torch.stack([tx, ty, delta[:, 2:3].expand_as(tx)], dim=-1)
 
 
-def warp_grid(delta: Tensor, patch: int, radius: int) -> Tensor:
+def warp_grid(delta: Tensor, patch: int, radius: int, offset: Tensor | None = None) -> Tensor:
     """Where ``I' = L_δ(I)`` samples ``I``, for :func:`torch.nn.functional.grid_sample`.
 
     Args:
-        delta: ``[N,3]`` = ``(tx, ty, θ)``: rotate by θ radians about the window's centre
+        delta: ``[N,3]`` = ``(tx, ty, θ)``: rotate by θ radians about the pair's point
             (counter-clockwise as displayed), then shift by ``(tx, ty)`` pixels.
-        patch: side of the patch to sample (odd), centred in the window.
-        radius: ``R``; the windows are ``[N,C,2R+1,2R+1]`` with the pair's point at ``(R, R)``.
+        patch: side of the patch to sample (odd), centred on the pair's point.
+        radius: ``R``; the windows are ``[N,C,2R+1,2R+1]``, centred on the pair's point.
+        offset: ``[N,2]`` (x, y) pixels from each pair's point to its window's centre, when the
+            windows are not centred on the points (e.g. on :func:`sample_centres`, rounded).
 
     Returns:
         ``[N,patch,patch,2]`` (x, y) in [-1,1] for ``grid_sample(windows, grid, align_corners=True)``.
@@ -77,11 +87,21 @@ def warp_grid(delta: Tensor, patch: int, radius: int) -> Tensor:
     offsets = torch.arange(-h, h + 1, device=delta.device, dtype=delta.dtype)
     dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
     points = torch.stack([dx.reshape(-1), dy.reshape(-1), torch.ones_like(dx).reshape(-1)])  # (3, p²): (qx, qy, 1)
+    cos, sin = torch.cos(delta[:, 2]), torch.sin(delta[:, 2])
+    cx, cy = sample_centres(delta).unbind(1)
+    if offset is not None:
+        cx, cy = cx - offset[:, 0], cy - offset[:, 1]
+    # rows x and y of Aᵀ(q − t) as affine maps of (qx, qy, 1); one (2N,3)@(3,p²) product beats broadcasting ~10×
+    affine = torch.stack([cos, -sin, cx, sin, cos, cy], dim=1) / radius
+    return (affine.view(-1, 3) @ points).view(-1, 2, patch, patch).permute(0, 2, 3, 1)
+
+
+def sample_centres(delta: Tensor) -> Tensor:
+    """``[N,2]`` (x, y): the centre of the samples a transformed patch reads, from the pair's point:
+    ``−Aᵀt`` (``delta`` ``[N,3]`` as in :func:`warp_grid`)."""
     tx, ty = delta[:, 0], delta[:, 1]
     cos, sin = torch.cos(delta[:, 2]), torch.sin(delta[:, 2])
-    # rows x and y of Aᵀ(q − t) as affine maps of (qx, qy, 1); one (2N,3)@(3,p²) product beats broadcasting ~10×
-    affine = torch.stack([cos, -sin, sin * ty - cos * tx, sin, cos, -sin * tx - cos * ty], dim=1) / radius
-    return (affine.view(-1, 3) @ points).view(-1, 2, patch, patch).permute(0, 2, 3, 1)
+    return torch.stack([sin * ty - cos * tx, -sin * tx - cos * ty], dim=1)
 
 
 def sample_patch_pairs(

@@ -106,16 +106,31 @@ def test_colour_augment_permutes_channels_and_chroma_gain_keeps_grey():
     assert spread.min() >= 1 - 1e-5 and spread.max() <= 3 + 1e-5 and spread.max() - spread.min() > 0.5
 
 
+@pytest.mark.parametrize("max_shift", [2.0, 8.0])  # one window per pair / a window following the shift plus the patch
 @pytest.mark.parametrize("chunk", [1, 7, 64])
-def test_pairs_warped_in_chunks_equal_pairs_warped_at_once(monkeypatch, chunk):
+def test_pairs_warped_in_chunks_equal_pairs_warped_at_once(monkeypatch, chunk, max_shift):
     # On the CPU the pairs are warped a chunk at a time (cache-sized); that must not change a bit.
     from training import image_bank
 
     bank = ImageBank([torch.rand(3, 90, 120), torch.rand(3, 100, 80)])
-    options = {"colour_augment": 0.5, "chroma_gain": 2.0, "pairs": 50, "context_patch": 29}
+    options = {"colour_augment": 0.5, "chroma_gain": 2.0, "pairs": 50, "context_patch": 29, "max_shift": max_shift}
     monkeypatch.setattr(image_bank, "CPU_PAIR_CHUNK", 10_000)
     whole = sampler(bank, **options)(3)
     monkeypatch.setattr(image_bank, "CPU_PAIR_CHUNK", chunk)
     chunked = sampler(bank, **options)(3)
     assert chunked["patches"].shape == (50, 3, 29, 29) and chunked["transformed"].shape == (50, 3, 21, 21)
     assert all(torch.equal(whole[k], chunked[k]) for k in whole)
+
+
+@pytest.mark.parametrize("context_patch", [21, 29])
+def test_a_window_following_the_shift_cuts_the_same_pairs(context_patch):
+    # For long shifts the warp reads a small window around −Aᵀt and the patch is cut on its own
+    # (fewer pixels copied); the batch must be the one a single window around the point gives.
+    bank = ImageBank([torch.rand(3, 120, 150), torch.rand(3, 100, 100)])
+    options = {"colour_augment": 0.5, "chroma_gain": 2.0, "pairs": 512, "max_shift": 8.0, "context_patch": context_patch}
+    following, centred = sampler(bank, **options), sampler(bank, **options)
+    centred.follow_shift = False
+    assert following.follow_shift and not sampler(bank).follow_shift  # ±8 px follows the shift; ±2 px does not
+    a, b = following(4), centred(4)
+    assert all(torch.equal(a[k], b[k]) for k in ("crops", "patches", "delta"))
+    torch.testing.assert_close(a["transformed"], b["transformed"], atol=1e-5, rtol=0)  # the grid's float rounding
