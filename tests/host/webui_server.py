@@ -43,6 +43,18 @@ def hosts_source() -> Path | None:
     return next((Path(c) for c in candidates if c and (Path(c) / HOSTS["a1111"]).is_file()), None)
 
 
+def host_env() -> dict[str, str]:
+    """The environment the hosts run in: ours, with torch's vectorised CPU kernels off (scalar ones).
+
+    On a CPU with AVX-512 FP16 and AMX (seen 2026-12-01: "Intel Xeon Processor", torch 2.14.1), A1111's
+    txt2img of the random test checkpoint fails with "A tensor with NaNs was produced in Unet" and
+    Forge returns black images — with no ControlNet unit at all, so not this extension's doing; the same
+    UNet outside the hosts (ldm's UNetModel, the same weights) gives finite outputs. With
+    ``ATEN_CPU_CAPABILITY=default`` both hosts give finite images (a ~64×64 test image costs no more).
+    """
+    return {**os.environ, "ATEN_CPU_CAPABILITY": os.environ.get("SCG_HOSTS_ATEN_CPU_CAPABILITY", "default")}
+
+
 def hosts_cache() -> Path:
     path = Path(os.environ.get("SCG_HOSTS_CACHE", "/var/tmp/scg-nodes-hosts")).absolute()
     hidden = [part for part in path.parts if part.startswith(".")]
@@ -115,7 +127,7 @@ class WebuiServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 — held by the server process until stop()
         self.proc = subprocess.Popen([str(self.root / "run.sh"), "--port", str(self.port),
                                       "--ckpt", "models/Stable-diffusion/sd15.safetensors"],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=host_env())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
