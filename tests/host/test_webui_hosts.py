@@ -16,7 +16,13 @@ import scg_core
 from devtools.comfy_server import REPO
 from scg_core.formats.images import fit_to_size, load_image
 
-from .webui_server import PLAIN_CONTROLNET, SCG_CONTROLNET, from_b64, host_env, to_b64_png
+from .webui_server import (
+    PLAIN_CONTROLNET,
+    SCG_CONTROLNET,
+    from_b64,
+    host_env,
+    to_b64_png,
+)
 
 PHOTO = REPO / "photos" / "chelsea.jpg"  # 451×300
 
