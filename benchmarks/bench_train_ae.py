@@ -11,7 +11,10 @@ side in one run:
 * ``host``: decoding-free but per-pair Python on the CPU (``training.data.PairBatches``, what the
   trainer did before, and still does with ``--no-cache``);
 * ``device``: the images held once on the device and every batch drawn there with tensor ops
-  (``training.image_bank``, the trainer's default).
+  (``training.image_bank``, the trainer's default);
+* ``whole`` (only when asked for in ``--paths``): the same, with ``--warp crops`` — each crop
+  warped whole and the two feature maps compared at every code cell, in place of the patch pairs
+  (another objective: what the official training code does).
 
 With ``--against REV`` the same loop also runs the trainer of an earlier commit (its objective and
 its data path, extracted with ``git archive``), in this run, so the speed-up is measured side by
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="quick_ae", help="quick_ae (5,400 steps; what --against revisions know) or default_ae")
     p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
-    p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated")
+    p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated: host, device, whole")
     p.add_argument("--against", metavar="REV", help="also time the trainer of this git commit (CPU), e.g. 89f6ae0")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args(argv)
@@ -162,13 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         folder = ImageFolder(data, min_image_size(args.crop, patch, args.max_shift))
         options = dict(seed=0, rank=0, crop=args.crop, batch=args.batch, pairs=args.pairs, patch=patch,
                        max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
-        draws = {"host": PairBatches(folder, **options).__getitem__,
-                 "device": StepSampler(ImageBank(folder.decode_all(), device), **options)}
+        bank = ImageBank(folder.decode_all(), device)
+        draws = {"host": PairBatches(folder, **options).__getitem__, "device": StepSampler(bank, **options),
+                 "whole": StepSampler(bank, **options, whole_crops=True, stride=args.stride)}
+        whole = parse_args(["--preset", a.preset, "--data", str(data), "--warp", "crops"])
         rows = []
         for name in a.paths.split(","):
             torch.manual_seed(0)
-            objective = Objective(args).to(device)
-            rows.append(bench(name, draws[name], objective, make_optimizer(objective, args), device, a.steps, a.warmup, a.compile))
+            run_args = whole if name == "whole" else args
+            objective = Objective(run_args).to(device)
+            rows.append(bench(name, draws[name], objective, make_optimizer(objective, run_args), device, a.steps, a.warmup,
+                              a.compile))
         before = baseline_steps_per_s(a.against, data, a) if a.against else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {a.threads} threads"
     print(f"train_modular_ae at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs) on {gpu}, "
@@ -178,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['path']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['data_ms']:.1f} | {r['forward_ms']:.1f} | "
               f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.1f}% |")
-    if len(rows) == 2:
-        print(f"device / host: {rows[1]['steps_per_s'] / rows[0]['steps_per_s']:.2f}× steps/s")
+    rate = {r["path"]: r["steps_per_s"] for r in rows}
+    for faster, slower in (("device", "host"), ("whole", "device")):
+        if faster in rate and slower in rate:
+            print(f"{faster} / {slower}: {rate[faster] / rate[slower]:.2f}× steps/s")
     if before is not None:
         print(f"| trainer at {a.against} | {before:.1f} | | | | | | |")
         print(f"{rows[-1]['path']} / {a.against}: {rows[-1]['steps_per_s'] / before:.2f}× steps/s")

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from scg_core.model.pairs import (
+    cell_correspondences,
     context_side,
+    crop_margin,
     neighbour_deltas,
     pair_margin,
     sample_patch_pairs,
@@ -120,3 +122,62 @@ def test_context_patches_are_centred_on_the_pair_point():
     assert pair_margin(21, 2.0, 61) == 30
     with pytest.raises(ValueError, match="odd"):
         context_side(21, 4, 2)
+
+
+def warp_whole(window: torch.Tensor, delta: torch.Tensor, crop: int) -> torch.Tensor:
+    """The crop at the centre of ``window`` ``[B,C,2R+1,2R+1]`` warped whole by ``delta`` ``[B,3]``."""
+    R = (window.shape[-1] - 1) // 2
+    return F.grid_sample(window, warp_grid(delta.to(window.dtype), crop, R), mode="bilinear", align_corners=True)
+
+
+def test_an_even_crop_turns_about_its_pixel_half_its_side():
+    window = torch.rand(1, 3, 41, 41, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    crop = window[..., 4:36, 4:36]  # 32 pixels, pixel 16 on the window's centre
+    torch.testing.assert_close(warp_whole(window, torch.zeros(1, 3), 32), crop)
+    turned = warp_whole(window, torch.tensor([[0.0, 0.0, math.pi / 2]]), 32)
+    torch.testing.assert_close(turned, torch.rot90(window, 1, dims=(-2, -1))[..., 4:36, 4:36], atol=1e-5, rtol=0)
+    moved = warp_whole(window, torch.tensor([[3.0, -2.0, 0.0]]), 32)  # content moves right 3, up 2
+    torch.testing.assert_close(moved, window[..., 6:38, 1:33])
+
+
+@pytest.mark.parametrize("context", [1, 3])
+def test_each_cell_of_a_whole_warped_crop_is_its_sources_patch_under_the_cells_delta(context):
+    # Every cell's patch of I' = L_δ(I) must equal, up to float rounding, the patch of the cell(s) of I it is
+    # predicted from, warped like a patch pair by that cell's transformation.
+    crop, stride, padding = 48, 4, 10
+    g = torch.Generator().manual_seed(context)
+    delta = torch.tensor([[3.7, -5.2, 1.1], [-11.0, 7.5, 4.0], [0.4, 0.2, 0.3]], dtype=torch.float64)
+    R = crop_margin(crop, 12.0)
+    window = torch.rand(3, 3, 2 * R + 1, 2 * R + 1, generator=g, dtype=torch.float64)
+    warped = warp_whole(window, delta, crop)
+    source, deltas, valid = cell_correspondences(delta, crop, stride, padding, context)
+    n = (crop - 1) // stride + 1
+    assert source.shape == (3, n * n, context ** 2) and deltas.shape == (3, n * n, context ** 2, 3)
+    assert valid.sum() >= 3 and not valid.all()
+    lo, r = R - crop // 2, 3 * padding  # crop pixel (x, y) is window pixel (x + lo, y + lo); r: a neighbour's reach
+    checked = 0
+    for b, cell in valid.nonzero().tolist():
+        i, j = divmod(cell, n)
+        target = warped[b, :, stride * i - padding:stride * i + padding + 1, stride * j - padding:stride * j + padding + 1]
+        for q in range(context ** 2):
+            si, sj = divmod(int(source[b, cell, q]), n)
+            y, x = stride * si + lo, stride * sj + lo
+            around = window[b:b + 1, :, y - r:y + r + 1, x - r:x + r + 1]
+            pair = F.grid_sample(around, warp_grid(deltas[b, cell, q][None], 2 * padding + 1, r), mode="bilinear",
+                                 align_corners=True)[0]
+            torch.testing.assert_close(pair, target, atol=1e-12, rtol=0)
+            checked += 1
+    assert checked == valid.sum() * context ** 2
+    centre = deltas[..., (context ** 2) // 2, :]
+    assert centre[..., :2].abs().max() <= stride / 2 * math.sqrt(2) + 1e-9  # a residual, whatever the shift
+    torch.testing.assert_close(deltas[..., 2], delta[:, None, None, 2].expand_as(deltas[..., 2]))
+
+
+def test_cells_whose_patches_reach_the_padding_are_left_out():
+    # no transformation: each cell predicts itself; only cells whose 21-px patch lies inside the crop count
+    source, deltas, valid = cell_correspondences(torch.zeros(1, 3), 48, 4, 10)
+    n = 12
+    inside = torch.zeros(n, n, dtype=torch.bool)
+    inside[3:10, 3:10] = True  # cell centres 12 … 36 px: 10 px from both edges of a 48-px crop (last pixel 47)
+    assert torch.equal(valid[0], inside.flatten())
+    assert torch.equal(source[0, :, 0], torch.arange(n * n)) and deltas.abs().max() == 0

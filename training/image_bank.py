@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from scg_core.model.pairs import pair_margin, sample_centres, warp_grid, warp_margin
+from scg_core.model.pairs import crop_margin, pair_margin, sample_centres, warp_grid, warp_margin
 
 DEVICE_SHARE = 0.5  # keep the images on the GPU while they take at most this share of its free memory
 CPU_PAIR_CHUNK = 128  # pairs warped at a time on the CPU: 128 windows of 37² float pixels (2 MB) stay in cache
@@ -96,15 +96,31 @@ class StepSampler:
     Returns a dict: ``crops`` ``[B,3,c,c]``, ``patches`` and ``transformed`` ``[N,3,p,p]``, ``delta``
     ``[N,3]`` = ``(tx, ty, θ)``; float32 in [0,1] (beyond it with ``chroma_gain`` > 1); ``patches``
     are ``[N,3,S,S]`` with ``S = context_patch`` when given (:func:`scg_core.model.pairs.context_side`).
+
+    With ``whole_crops`` no pairs are drawn: each crop is warped whole instead (one transformation
+    per crop, about its pixel ``crop // 2``, read from a window around it so that no pixel of the
+    warped crop falls outside the image), and ``transformed`` is ``[B,3,c,c]``, ``delta`` ``[B,3]``,
+    plus ``cell_keys`` ``[B,n,n]`` uniform in [0,1), one per code cell ``stride`` pixels apart
+    (``n = (c − 1) // stride + 1``): the objective compares the ``pairs`` valid cells with the
+    smallest keys, a random choice that is part of the step's draw (so a resumed run makes it too).
     """
 
     def __init__(self, bank: ImageBank, *, seed: int, rank: int, crop: int, batch: int, pairs: int, patch: int,
                  max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
-                 chroma_gain: float = 1.0, context_patch: int | None = None) -> None:
+                 chroma_gain: float = 1.0, context_patch: int | None = None, whole_crops: bool = False,
+                 stride: int = 4) -> None:
         self.bank, self.seed, self.rank = bank, seed, rank
         self.context_patch = context_patch or patch
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step, self.colour_augment, self.chroma_gain = images_per_step, float(colour_augment), chroma_gain
+        self.whole_crops, self.stride = whole_crops, stride
+        if whole_crops:
+            self.crop_radius = crop_margin(crop, max_shift)
+            smallest = int(torch.minimum(bank.heights, bank.widths).min())
+            if smallest < 2 * self.crop_radius + 1:
+                raise ValueError(f"every image needs at least {2 * self.crop_radius + 1} pixels a side to warp whole "
+                                 f"{crop}-pixel crops by up to ±{max_shift:g} px; the smallest has {smallest}")
+            return
         self.radius = pair_margin(patch, max_shift, self.context_patch)  # pair points lie this far inside the images
         # The warp reads a disc around −Aᵀt, up to √2·max_shift from the pair's point: for long shifts a small
         # window there plus the patch itself copy fewer pixels than one window around the point holding both.
@@ -122,6 +138,8 @@ class StepSampler:
         g, dev, n = self.generator(step), self.bank.heights.device, self.images_per_step
         picks = torch.randint(len(self.bank), (n,), generator=g, device=dev)
         colour = self.colour_matrices(g, n)  # (n, 3, 3)
+        if self.whole_crops:
+            return self._warp_crops(g, picks, colour)
 
         slot = torch.arange(self.batch, device=dev) % n
         u = torch.rand(self.batch, 2, generator=g, device=dev)
@@ -142,6 +160,27 @@ class StepSampler:
         crops = crops.permute(0, 3, 1, 2).float().contiguous()
         return {"crops": recolour(crops, colour[slot].to(self.bank.device)),
                 "patches": patches, "transformed": transformed, "delta": delta}
+
+    def _warp_crops(self, g: torch.Generator, picks: Tensor, colour: Tensor) -> dict[str, Tensor]:
+        """Each crop and the crop warped whole, cut from one window around it (``whole_crops``)."""
+        dev, R, c = picks.device, self.crop_radius, self.crop
+        slot = torch.arange(self.batch, device=dev) % picks.numel()
+        u = torch.rand(self.batch, 5, generator=g, device=dev)
+        image = picks[slot]
+        top = (u[:, 0] * (self.bank.heights[image] - 2 * R)).long()
+        left = (u[:, 1] * (self.bank.widths[image] - 2 * R)).long()
+        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
+                             u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
+        windows = self.bank.windows(image, top, left, 2 * R + 1, 2 * R + 1).permute(0, 3, 1, 2).float()
+        warped = torch.nn.functional.grid_sample(windows, warp_grid(delta, c, R), mode="bilinear",
+                                                 padding_mode="zeros", align_corners=True)
+        lo = R - c // 2  # the window's centre is the crop's pixel c // 2
+        crops = windows[:, :, lo:lo + c, lo:lo + c].contiguous()
+        colour = colour[slot].to(self.bank.device)
+        n = (c - 1) // self.stride + 1
+        keys = torch.rand(self.batch, n, n, generator=g, device=dev).to(self.bank.device)
+        return {"crops": recolour(crops, colour), "transformed": recolour(warped.contiguous(), colour), "delta": delta,
+                "cell_keys": keys}
 
     def _cut_pairs(self, image: Tensor, top: Tensor, left: Tensor, delta: Tensor, colour: Tensor) -> tuple[Tensor, Tensor]:
         """The pairs whose windows start at ``top``, ``left`` of ``image`` (``[N]`` long), moved by

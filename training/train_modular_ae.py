@@ -19,7 +19,8 @@ Checkpoints (``OUTPUT_checkpoints/step-NNNNNNN/``, layout in ``training.checkpoi
 ``metrics.jsonl`` and the tensorboard log go to ``--checkpoint-dir``.
 
 Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Reconstruction on random crops;
-equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``).
+equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``), or with
+``--warp crops`` on the crops warped whole and compared at every code cell.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import nn
 
 import scg_core
 from scg_core.model import functional as Fn
-from scg_core.model.pairs import context_side, neighbour_deltas
+from scg_core.model.pairs import cell_correspondences, context_side, crop_margin, neighbour_deltas
 from scg_core.model.losses import (
     EquivarianceCodebook,
     equivariance_loss,
@@ -90,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--crop", type=int, default=128, help="crop side for the reconstruction loss")
     opt.add_argument("--border", type=int, default=12, help="pixels at each crop edge left out of L_recon")
     objective = p.add_argument_group("equivariance constraint (values measured here, see docs/training_modular_ae.md)")
-    objective.add_argument("--pairs", type=int, default=1024, help="patch pairs per step and process for L_equ")
+    objective.add_argument("--pairs", type=int, default=1024,
+                           help="patch pairs per step and process for L_equ (with --warp crops: code cells compared)")
     objective.add_argument("--lambda-equ", type=float, default=1.0)
     objective.add_argument("--lambda-sym", type=float, default=1.0)
     objective.add_argument("--temperature", type=float, default=0.1, help="T of L_sym's soft best transformation")
@@ -105,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 "through the codebook (the official release's neighbourhood, pred_ks); 1: from "
                                 "the centre cell alone. K > 1 widens the codebook's translation range by "
                                 "stride·(K−1)/√2; give --codebook-grid about 1 px apart")
+    objective.add_argument("--warp", choices=["pairs", "crops"], default="pairs",
+                           help="pairs: --pairs patch pairs, each moved about its own point and compared at its "
+                                "centre; crops: each reconstruction crop warped whole (one transformation per crop, "
+                                "as in the official training code) and the two feature maps compared at every code "
+                                "cell, each predicted from the nearest cell(s) of the original")
     objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -132,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--ablate takes equ and/or sym; got {args.ablate}")
     if args.max_shift is None:
         args.max_shift = args.stride / 2
+    if args.warp == "crops" and args.no_cache:
+        p.error("--warp crops draws its batches from the images held in memory: drop --no-cache")
     if args.context < 1 or args.context % 2 == 0:
         p.error(f"--context must be an odd number of code cells ≥ 1; got {args.context}")
     if args.checkpoint_dir is None:
@@ -163,11 +172,17 @@ class Objective(nn.Module):
         ae, cfg, a = self.ae, self.ae.config, self.args
         weights = ae.factor_weights()
         crops = ae.normalize(batch["crops"])
-        recon = Fn.decode_factorised(Fn.encode_factorised(crops, weights, cfg), weights, cfg, crops.shape[-2:])
+        code = Fn.encode_factorised(crops, weights, cfg)
+        recon = Fn.decode_factorised(code, weights, cfg, crops.shape[-2:])
         losses = {"recon": reconstruction_loss(recon, crops, border=a.border)}
         total = losses["recon"]
-        kernel = Fn.compose_kernel(weights, cfg) if self.use_equ or a.lambda_copies else None  # (k·l, C, R, R)
-        if self.use_equ:
+        whole = a.warp == "crops"
+        kernel = Fn.compose_kernel(weights, cfg) if (self.use_equ and not whole) or a.lambda_copies else None  # (k·l, C, R, R)
+        if self.use_equ and whole:
+            warped = Fn.encode_factorised(ae.normalize(batch["transformed"]), weights, cfg)
+            losses["equ"] = self.whole_crop_equivariance(code, warped, batch["delta"], batch["cell_keys"])
+            total = total + a.lambda_equ * losses["equ"]
+        elif self.use_equ:
             f_t = Fn.centre_features(kernel, batch["transformed"], ae.mean, ae.std)
             if a.context == 1:
                 f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)
@@ -189,11 +204,36 @@ class Objective(nn.Module):
         losses["total"] = total
         return losses
 
+    def whole_crop_equivariance(self, code: torch.Tensor, warped: torch.Tensor, delta: torch.Tensor,
+                                keys: torch.Tensor) -> torch.Tensor:
+        """``L_equ`` between the codes ``[B,k·l,h,w]`` of the crops and of the crops warped whole by
+        ``delta`` ``[B,3]``: the code cells of the warped crops whose patch, and whose predicting cells'
+        patches, lie inside the crops — at most ``--pairs`` of them, those with the smallest ``keys``
+        ``[B,h,w]`` — each predicted from the nearest cell(s) of the original
+        (:func:`scg_core.model.pairs.cell_correspondences`)."""
+        cfg, K = self.ae.config, self.args.context
+        with torch.no_grad():
+            source, deltas, valid = cell_correspondences(delta, self.args.crop, cfg.stride, cfg.padding, K)
+            keys = keys.flatten().masked_fill(~valid.flatten(), float("inf"))
+            picked = keys.topk(min(self.args.pairs, keys.numel()), largest=False).indices
+            picked = picked[keys[picked].isfinite()]
+            image, cell = picked // valid.shape[1], picked % valid.shape[1]  # (N,), (N,)
+        f = code.flatten(2).transpose(1, 2)[image[:, None], source[image, cell]]  # (N, K², k·l)
+        target = warped.flatten(2).transpose(1, 2)[image, cell]  # (N, k·l)
+        d = deltas[image, cell]  # (N, K², 3)
+        k, l = cfg.num_modules, cfg.module_channels
+        if K == 1:
+            return equivariance_loss(f[:, 0], target, self.codebook(d[:, 0]), relative=True)
+        matrices = self.codebook.read(d.reshape(-1, 3)).view(*d.shape[:2], k, l, l)
+        return equivariance_loss(f, target, matrices, relative=True)
+
 
 def codebook_reach(args: argparse.Namespace) -> float:
-    """± pixels the codebook's translation axes span: the shifts drawn, plus the farthest code cell
-    of the context at any rotation (:func:`scg_core.model.pairs.neighbour_deltas`)."""
-    return args.max_shift + args.stride * (args.context - 1) / 2 * math.sqrt(2)
+    """± pixels the codebook's translation axes span: the shifts drawn (with ``--warp crops``: the
+    residual from the nearest code cell, at most stride/2 per axis, at any rotation), plus the farthest
+    code cell of the context at any rotation (:func:`scg_core.model.pairs.neighbour_deltas`)."""
+    shift = args.stride / 2 * math.sqrt(2) if args.warp == "crops" else args.max_shift
+    return shift + args.stride * (args.context - 1) / 2 * math.sqrt(2)
 
 
 def make_optimizer(objective: Objective, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -209,6 +249,8 @@ def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, acce
     options = dict(seed=args.seed, rank=accelerator.process_index, crop=args.crop, batch=args.batch, pairs=args.pairs,
                    patch=patch, max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain,
                    context_patch=context_side(patch, args.stride, args.context))
+    if args.warp == "crops":
+        options.update(whole_crops=True, stride=args.stride)
     if args.no_cache:
         return loop.batches(PairBatches(folder, **options), start, args.steps, args.workers)
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None
@@ -239,8 +281,10 @@ def main(args: argparse.Namespace) -> dict:
     start = checkpoints.resume(args.resume)
 
     patch = objective.ae.config.receptive_field
-    folder = ImageFolder(args.data, min_image_size(args.crop, patch, args.max_shift, context_side(patch, args.stride, args.context)),
-                         cache=not args.no_cache)
+    smallest = min_image_size(args.crop, patch, args.max_shift, context_side(patch, args.stride, args.context))
+    if args.warp == "crops":
+        smallest = 2 * crop_margin(args.crop, args.max_shift) + 1
+    folder = ImageFolder(args.data, smallest, cache=not args.no_cache)
     samples = step_batches(args, folder, patch, accelerator, start)
     accelerator.print(f"{len(folder)} images ({len(folder.skipped)} skipped) · {accelerator.num_processes} process(es) on "
                       f"{accelerator.device} · steps {start}→{args.steps} · ablate: {','.join(args.ablate) or 'none'}")

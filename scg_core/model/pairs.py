@@ -33,6 +33,13 @@ def warp_margin(patch: int) -> int:
     return math.ceil((patch - 1) / 2 * math.sqrt(2) + 0.5)
 
 
+def crop_margin(crop: int, max_shift: float) -> int:
+    """Half-size of the window a whole ``crop`` needs around its pixel ``crop // 2`` to be rotated
+    and shifted (by at most ``max_shift`` per axis) without reading outside the window: its
+    half-diagonal plus the longest shift, plus one pixel for the bilinear interpolation."""
+    return math.ceil((crop // 2 + max_shift) * math.sqrt(2)) + 1
+
+
 def context_side(patch: int, stride: int, context: int) -> int:
     """Side of the untransformed patch whose ``context × context`` code cells (``stride`` apart)
     surround its centre: ``patch + stride·(context − 1)``."""
@@ -72,7 +79,8 @@ def warp_grid(delta: Tensor, patch: int, radius: int, offset: Tensor | None = No
     Args:
         delta: ``[N,3]`` = ``(tx, ty, θ)``: rotate by θ radians about the pair's point
             (counter-clockwise as displayed), then shift by ``(tx, ty)`` pixels.
-        patch: side of the patch to sample (odd), centred on the pair's point.
+        patch: side of the patch to sample: odd, centred on the pair's point; or even, the point
+            at pixel ``patch // 2`` (a whole crop; :func:`crop_margin`).
         radius: ``R``; the windows are ``[N,C,2R+1,2R+1]``, centred on the pair's point.
         offset: ``[N,2]`` (x, y) pixels from each pair's point to its window's centre, when the
             windows are not centred on the points (e.g. on :func:`sample_centres`, rounded).
@@ -83,8 +91,7 @@ def warp_grid(delta: Tensor, patch: int, radius: int, offset: Tensor | None = No
         ``[[cos θ, sin θ], [−sin θ, cos θ]]`` (OpenCV's ``getRotationMatrix2D``, as kornia's
         ``warp_affine`` applies it).
     """
-    h = (patch - 1) // 2
-    offsets = torch.arange(-h, h + 1, device=delta.device, dtype=delta.dtype)
+    offsets = torch.arange(-(patch // 2), patch - patch // 2, device=delta.device, dtype=delta.dtype)
     dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
     points = torch.stack([dx.reshape(-1), dy.reshape(-1), torch.ones_like(dx).reshape(-1)])  # (3, p²): (qx, qy, 1)
     cos, sin = torch.cos(delta[:, 2]), torch.sin(delta[:, 2])
@@ -151,3 +158,52 @@ def sample_patch_pairs(
     warped = F.grid_sample(windows, warp_grid(delta, patch, R), mode="bilinear", padding_mode="zeros", align_corners=True)
     lo = R - (side - 1) // 2
     return windows[..., lo : lo + side, lo : lo + side].contiguous(), warped, delta
+
+
+def cell_correspondences(delta: Tensor, size: int, stride: int, padding: int, context: int = 1
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    """Which code cells of a crop ``I`` predict each code cell of the whole warped crop
+    ``I' = L_δ(I)``, and through which transformation (the official training code's comparison of
+    two feature maps, docs/scg_notes.md §9).
+
+    ``I'(x) = I(c + Aᵀ(x − c − t))`` about the crop's pixel ``c = size // 2`` (:func:`warp_grid`).
+    Code cell ``(i, j)`` reads the patch centred on pixel ``(x, y) = (stride·j, stride·i)``. The
+    patch of ``I'`` at ``P'`` is the patch of ``I`` at ``Q = c + Aᵀ(P' − c − t)`` turned by θ; seen
+    from the code cell ``n`` nearest to ``Q`` it is that cell's patch under ``δ_n = (−A(Q − stride·n), θ)``,
+    a shift of at most ``stride/√2`` per axis, whatever ``t``. With ``context`` > 1 the
+    ``context²`` cells around ``n`` predict it together (:func:`neighbour_deltas`).
+
+    Args:
+        delta: ``[B,3]`` = ``(tx, ty, θ)``, one per crop.
+        size: the crops' side in pixels (square crops).
+        stride, padding: the encoder's (a cell's patch reaches ``padding`` pixels each way).
+
+    Returns:
+        ``source`` ``[B, h·w, context²]`` long: the flat index (``i·w + j``) of each predicting cell;
+        ``deltas`` ``[B, h·w, context², 3]``; ``valid`` ``[B, h·w]`` bool: the cell's patch and every
+        predicting cell's patch lie inside the crop (no zero padding in either feature).
+    """
+    B, n = delta.shape[0], (size - 1) // stride + 1  # the feature map's side (a kernel of 2·padding + 1)
+    cells = torch.arange(n, device=delta.device, dtype=delta.dtype)
+    cy, cx = torch.meshgrid(cells, cells, indexing="ij")
+    centre = float(size // 2)
+    px, py = stride * cx.reshape(1, -1) - centre, stride * cy.reshape(1, -1) - centre  # P' − c, (1, h·w)
+    tx, ty, theta = delta[:, 0:1], delta[:, 1:2], delta[:, 2:3]
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    ux, uy = px - tx, py - ty
+    qx, qy = centre + cos * ux - sin * uy, centre + sin * ux + cos * uy  # Q = c + Aᵀ(P' − c − t)
+    nx, ny = torch.round(qx / stride), torch.round(qy / stride)
+    rx, ry = qx - stride * nx, qy - stride * ny  # Q − stride·n
+    residual = torch.stack([-(cos * rx + sin * ry), -(-sin * rx + cos * ry), theta.expand_as(rx)], dim=-1)
+    deltas = neighbour_deltas(residual.reshape(-1, 3), stride, context).view(B, n * n, context * context, 3)
+    h = (context - 1) // 2
+    offsets = torch.arange(-h, h + 1, device=delta.device)
+    oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
+    sx = nx.long()[..., None] + ox.reshape(1, 1, -1)  # (B, h·w, K²)
+    sy = ny.long()[..., None] + oy.reshape(1, 1, -1)
+    lo, hi = -(-padding // stride), (size - 1 - padding) // stride  # cells whose patch lies inside the crop
+    inside = lambda a: (a >= lo) & (a <= hi)
+    target = inside(cx.reshape(1, -1).long()) & inside(cy.reshape(1, -1).long())
+    valid = target & (inside(sx) & inside(sy)).all(dim=-1)
+    source = sy.clamp(0, n - 1) * n + sx.clamp(0, n - 1)
+    return source, deltas, valid

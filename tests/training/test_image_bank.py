@@ -126,7 +126,8 @@ def test_pairs_warped_in_chunks_equal_pairs_warped_at_once(monkeypatch, chunk, m
 def test_a_window_following_the_shift_cuts_the_same_pairs(context_patch):
     # For long shifts the warp reads a small window around −Aᵀt and the patch is cut on its own
     # (fewer pixels copied); the batch must be the one a single window around the point gives.
-    bank = ImageBank([torch.rand(3, 120, 150), torch.rand(3, 100, 100)])
+    g = torch.Generator().manual_seed(0)  # not the global stream: the other tests' draws must not change these images
+    bank = ImageBank([torch.rand(3, 120, 150, generator=g), torch.rand(3, 100, 100, generator=g)])
     options = {"colour_augment": 0.5, "chroma_gain": 2.0, "pairs": 512, "max_shift": 8.0, "context_patch": context_patch}
     following, centred = sampler(bank, **options), sampler(bank, **options)
     centred.follow_shift = False
@@ -134,3 +135,30 @@ def test_a_window_following_the_shift_cuts_the_same_pairs(context_patch):
     a, b = following(4), centred(4)
     assert all(torch.equal(a[k], b[k]) for k in ("crops", "patches", "delta"))
     torch.testing.assert_close(a["transformed"], b["transformed"], atol=1e-5, rtol=0)  # the grid's float rounding
+
+
+def test_whole_crops_are_warped_where_the_transformation_says():
+    bank = ImageBank([coordinate_image(120, 150), coordinate_image(100, 100)])
+    s = sampler(bank, whole_crops=True, max_shift=5.0, batch=6)
+    batch = s(3)
+    crops, warped, delta = batch["crops"] * 255, batch["transformed"] * 255, batch["delta"]
+    assert set(batch) == {"crops", "transformed", "delta", "cell_keys"} and warped.shape == crops.shape == (6, 3, 32, 32)
+    assert batch["cell_keys"].shape == (6, 8, 8)  # one per code cell of a 32-px crop at stride 4
+    assert delta.shape == (6, 3) and delta[:, :2].abs().max() <= 5
+    offsets = torch.arange(32, dtype=torch.float32)
+    cx, cy = crops[:, 0, 16, 16], crops[:, 1, 16, 16]  # the crop's pixel 16, the centre of its turn
+    torch.testing.assert_close(crops[:, 0], cx[:, None, None] + (offsets - 16)[None, None, :].expand(-1, 32, 32))
+    torch.testing.assert_close(crops[:, 1], cy[:, None, None] + (offsets - 16)[None, :, None].expand(-1, 32, 32))
+    # I'(c + q) = I(c + Aᵀ(q − t)), as for a pair about its point
+    dy, dx = torch.meshgrid(offsets - 16, offsets - 16, indexing="ij")
+    qx, qy = dx - delta[:, 0, None, None], dy - delta[:, 1, None, None]
+    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
+    torch.testing.assert_close(warped[:, 0], cx[:, None, None] + cos * qx - sin * qy, atol=2e-3, rtol=0)
+    torch.testing.assert_close(warped[:, 1], cy[:, None, None] + sin * qx + cos * qy, atol=2e-3, rtol=0)
+    again = s(3)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+
+
+def test_whole_crops_need_room_to_turn():
+    with pytest.raises(ValueError, match="at least 55 pixels a side to warp whole 32-pixel crops"):
+        sampler(ImageBank([coordinate_image(54, 80)]), whole_crops=True)

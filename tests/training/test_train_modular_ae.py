@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 import scg_core
-from training.train_modular_ae import main, parse_args
+from scg_core.model.pairs import crop_margin, warp_grid
+from training.train_modular_ae import Objective, main, parse_args
 
 from .photos import write_photos
 
@@ -160,6 +162,8 @@ def test_bad_arguments_are_refused(photos):
         parse_args(["--data", str(photos), "--ablate", "recon"])
     with pytest.raises(SystemExit):
         parse_args(["--data", str(photos), "--crop", "20", "--border", "10"])
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(photos), "--warp", "crops", "--no-cache"])
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         main(parse_args(["--data", str(photos / "missing"), "--steps", "1", *TINY]))
 
@@ -181,3 +185,40 @@ def test_no_cache_path_and_compile_train_the_same_objective(photos, tmp_path):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-6), (a["step"], term)
     assert no_cache[0]["recon"] == pytest.approx(plain[0]["recon"], rel=0.5)  # same images, other crops
     assert no_cache[0]["sym"] == plain[0]["sym"]  # the codebook term does not see the data
+
+
+def test_whole_crop_warps_compare_each_cell_with_the_cell_it_moved_from(photos, tmp_path):
+    # At the start the codebook is the identity: a crop moved by whole code cells has, at every valid cell,
+    # exactly the features of the cell it came from (L_equ ≈ 0); a quarter turn does not (the kernels are
+    # not yet turned copies of one another), so the term has something to learn.
+    args = parse_args(["--data", str(photos), "--warp", "crops", *TINY])
+    objective = Objective(args)
+    R = crop_margin(32, 8.0)
+    window = torch.rand(2, 3, 2 * R + 1, 2 * R + 1, generator=torch.Generator().manual_seed(0))
+    crops = window[..., R - 16:R + 16, R - 16:R + 16]
+
+    n = (32 - 1) // objective.ae.config.stride + 1
+
+    def equ(delta, keys=torch.rand(2, n, n, generator=torch.Generator().manual_seed(1)), pairs=args.pairs):
+        warped = torch.nn.functional.grid_sample(window, warp_grid(delta, 32, R), mode="bilinear", align_corners=True)
+        objective.args.pairs = pairs
+        with torch.no_grad():
+            return float(objective({"crops": crops, "transformed": warped, "delta": delta, "cell_keys": keys})["equ"])
+
+    assert equ(torch.tensor([[4.0, -8.0, 0.0], [-4.0, 0.0, 0.0]])) < 1e-9
+    turned = torch.tensor([[0.0, 0.0, math.pi / 2], [4.0, 0.0, math.pi / 2]])
+    assert equ(turned) > 1e-3
+    # --pairs caps the cells compared: all of them whatever the keys, or the one with the smallest key
+    other = torch.rand(2, n, n, generator=torch.Generator().manual_seed(2))
+    assert equ(turned, other) == pytest.approx(equ(turned), rel=1e-6)
+    assert equ(turned, other, pairs=1) != pytest.approx(equ(turned, pairs=1), rel=1e-3)
+    runs = {"a": [], "b": [], "context": ["--context", "3", "--crop", "48"]}
+    for name, extra in runs.items():
+        main(parse_args(["--data", str(photos), "--output", str(tmp_path / f"{name}.safetensors"), "--steps", "60",
+                         "--lr", "0.01", "--seed", "6", "--warp", "crops", *TINY, *extra]))
+    a, context = logged(tmp_path / "a_checkpoints"), logged(tmp_path / "context_checkpoints")
+    assert all(torch.equal(x, y) for x, y in zip(params(tmp_path / "a.safetensors").values(),
+                                                 params(tmp_path / "b.safetensors").values()))
+    mean = lambda rows, term: np.mean([r[term] for r in rows])
+    assert mean(a[-10:], "recon") < 0.6 * mean(a[:5], "recon") and mean(a[-10:], "equ") < 0.5 * a[0]["equ"]
+    assert np.isfinite(context[-1]["total"]) and context[-1]["equ"] < context[0]["equ"]
