@@ -11,7 +11,10 @@ side in one run:
 * ``host``: decoding-free but per-pair Python on the CPU (``training.data.PairBatches``, what the
   trainer did before, and still does with ``--no-cache``);
 * ``device``: the images held once on the device and every batch drawn there with tensor ops
-  (``training.image_bank``, the trainer's default);
+  (``training.image_bank``), each pair's point a code cell of a crop, its transformed patch warped
+  from the crop (the trainer's default, ``--pair-source crops``);
+* ``device-images`` (only when asked for in ``--paths``): the same bank, each pair's window cut from
+  the images (``--pair-source images``, the trainer's default before);
 * ``whole`` (only when asked for in ``--paths``): the same, with ``--warp crops`` — each crop
   warped whole and the two feature maps compared at every code cell, in place of the patch pairs
   (another objective: what the official training code does).
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="quick_ae", help="quick_ae (5,400 steps; what --against revisions know) or default_ae")
     p.add_argument("--data", type=Path, help="image folder (default: the photos scikit-image/scikit-learn ship)")
     p.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"])
-    p.add_argument("--paths", default="host,device", help="which data paths to run, comma-separated: host, device, whole")
+    p.add_argument("--paths", default="host,device",
+                   help="which data paths to run, comma-separated: host, device, device-images, whole")
     p.add_argument("--against", metavar="REV", help="also time the trainer of this git commit (CPU), e.g. 89f6ae0")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args(argv)
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         options = dict(seed=0, rank=0, crop=args.crop, batch=args.batch, pairs=args.pairs, patch=patch,
                        max_shift=args.max_shift, colour_augment=args.colour_augment, chroma_gain=args.chroma_gain)
         bank = ImageBank(folder.decode_all(), device)
-        draws = {"host": PairBatches(folder, **options).__getitem__, "device": StepSampler(bank, **options),
+        draws = {"host": PairBatches(folder, **options).__getitem__, "device-images": StepSampler(bank, **options),
+                 "device": StepSampler(bank, **options, pairs_in_crops=True, stride=args.stride),
                  "whole": StepSampler(bank, **options, whole_crops=True, stride=args.stride)}
         whole = parse_args(["--preset", a.preset, "--data", str(data), "--warp", "crops"])
         rows = []
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['path']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['data_ms']:.1f} | {r['forward_ms']:.1f} | "
               f"{r['backward_ms']:.1f} | {r['optimiser_ms']:.1f} | {100 * r['data_share']:.1f}% |")
     rate = {r["path"]: r["steps_per_s"] for r in rows}
-    for faster, slower in (("device", "host"), ("whole", "device")):
+    for faster, slower in (("device", "host"), ("device", "device-images"), ("whole", "device")):
         if faster in rate and slower in rate:
             print(f"{faster} / {slower}: {rate[faster] / rate[slower]:.2f}× steps/s")
     if before is not None:

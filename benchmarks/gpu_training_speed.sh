@@ -20,7 +20,7 @@ run() {  # run NAME SECONDS COMMAND...
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/summary.log"
 # the autoencoder trainer: data paths side by side, then CUDA graphs
-run ae_eager 150 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20
+run ae_eager 200 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20 --paths host,device-images,device
 run ae_graphs 200 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20 --paths device --compile reduce-overhead
 run ae_default 90 $PY benchmarks/bench_train_ae.py --device cuda --steps 300 --warmup 20 --paths device --preset default_ae
 # the ControlNet step: reference, ours, then each lever alone (SD1.5 shapes, 512², bf16)

@@ -3,9 +3,10 @@
 :class:`ImageBank` keeps every decoded image as uint8 in one flat, channels-last buffer — on the GPU
 when it fits, else in pinned host memory. :class:`StepSampler` draws a step's reconstruction crops
 and equivariance patch pairs from it: random numbers from a generator seeded by
-``(seed, rank, step)``, windows cut out as rows of the flat buffer, every pair warped by one
-``grid_sample`` (on the CPU, one per cache-sized chunk of pairs), colour augmentation as one 3×3
-matrix per image. No per-image or per-pair Python, no host work beyond seeding the generator, and
+``(seed, rank, step)``, windows cut out as rows of the flat buffer, colour augmentation as one 3×3
+matrix per image, and every pair warped by one ``grid_sample`` — from the crops themselves, each
+pair's point a code cell of a crop (``pairs_in_crops``, the trainer's default), or from windows cut
+around points anywhere in the images (on the CPU, one per cache-sized chunk of pairs). No per-image or per-pair Python, no host work beyond seeding the generator, and
 resuming at step ``n`` draws exactly the batches an uninterrupted run draws there.
 """
 
@@ -97,6 +98,12 @@ class StepSampler:
     ``[N,3]`` = ``(tx, ty, θ)``; float32 in [0,1] (beyond it with ``chroma_gain`` > 1); ``patches``
     are ``[N,3,S,S]`` with ``S = context_patch`` when given (:func:`scg_core.model.pairs.context_side`).
 
+    With ``pairs_in_crops`` each pair's point is a code cell (``stride`` pixels apart) of a crop, far
+    enough inside it for the transformed patch: pair ``n`` lies in crop ``n % batch``, and its
+    transformed patch is warped from the crop itself (already recoloured), so no pair window is cut
+    from the images; ``patches`` is left out and ``cells`` ``[N,3]`` long ``(crop, row, column)`` says
+    where to read the untransformed feature in the crops' code.
+
     With ``whole_crops`` no pairs are drawn: each crop is warped whole instead (one transformation
     per crop, about its pixel ``crop // 2``, read from a window around it so that no pixel of the
     warped crop falls outside the image), and ``transformed`` is ``[B,3,c,c]``, ``delta`` ``[B,3]``,
@@ -108,12 +115,12 @@ class StepSampler:
     def __init__(self, bank: ImageBank, *, seed: int, rank: int, crop: int, batch: int, pairs: int, patch: int,
                  max_shift: float, images_per_step: int = 8, colour_augment: float = 0.0,
                  chroma_gain: float = 1.0, context_patch: int | None = None, whole_crops: bool = False,
-                 stride: int = 4) -> None:
+                 pairs_in_crops: bool = False, stride: int = 4) -> None:
         self.bank, self.seed, self.rank = bank, seed, rank
         self.context_patch = context_patch or patch
         self.crop, self.batch, self.pairs, self.patch, self.max_shift = crop, batch, pairs, patch, max_shift
         self.images_per_step, self.colour_augment, self.chroma_gain = images_per_step, float(colour_augment), chroma_gain
-        self.whole_crops, self.stride = whole_crops, stride
+        self.whole_crops, self.pairs_in_crops, self.stride = whole_crops, pairs_in_crops, stride
         if whole_crops:
             self.crop_radius = crop_margin(crop, max_shift)
             smallest = int(torch.minimum(bank.heights, bank.widths).min())
@@ -127,6 +134,11 @@ class StepSampler:
         self.warp_radius = warp_margin(patch)
         inside = self.radius >= self.warp_radius + math.ceil(math.sqrt(2) * max_shift)  # so no clamping is needed
         self.follow_shift = inside and (2 * self.warp_radius + 1) ** 2 + self.context_patch ** 2 < (2 * self.radius + 1) ** 2
+        if pairs_in_crops:  # code cells whose pair lies inside the crop
+            self.cells = (-(-self.radius // stride), (crop - 1 - self.radius) // stride)
+            if self.cells[0] > self.cells[1]:
+                raise ValueError(f"a {crop}-pixel crop has no code cell {self.radius} pixels inside it for the pairs "
+                                 f"(±{max_shift:g} px): use crops of at least {self.cells[0] * stride + self.radius + 1} pixels")
         smallest = int(torch.minimum(bank.heights, bank.widths).min())
         if smallest < max(crop, 2 * self.radius + 1):
             raise ValueError(f"every image needs at least {max(crop, 2 * self.radius + 1)} pixels a side; the smallest has {smallest}")
@@ -147,6 +159,10 @@ class StepSampler:
         top = (u[:, 0] * (self.bank.heights[image] - self.crop + 1)).long()
         left = (u[:, 1] * (self.bank.widths[image] - self.crop + 1)).long()
         crops = self.bank.windows(image, top, left, self.crop, self.crop)  # (B, c, c, 3) uint8
+        if self.pairs_in_crops:
+            # contiguous before the colour product: bmm reads channels-last pixels ~2× slower than the copy costs
+            crops = recolour(crops.permute(0, 3, 1, 2).float().contiguous(), colour[slot].to(self.bank.device))
+            return {"crops": crops, **self._pairs_from_crops(g, crops)}
 
         which = torch.randint(n, (self.pairs,), generator=g, device=dev)
         u = torch.rand(self.pairs, 5, generator=g, device=dev)
@@ -160,6 +176,24 @@ class StepSampler:
         crops = crops.permute(0, 3, 1, 2).float().contiguous()
         return {"crops": recolour(crops, colour[slot].to(self.bank.device)),
                 "patches": patches, "transformed": transformed, "delta": delta}
+
+    def _pairs_from_crops(self, g: torch.Generator, crops: Tensor) -> dict[str, Tensor]:
+        """The step's pairs at code cells of ``crops`` ``[B,3,c,c]``: ``transformed``, ``delta``, ``cells``."""
+        B, c, p, S, N = crops.shape[0], self.crop, self.patch, self.stride, self.pairs
+        lo, hi = self.cells
+        u = torch.rand(N, 5, generator=g, device=g.device).to(crops.device)
+        row, column = lo + (u[:, 0] * (hi - lo + 1)).long(), lo + (u[:, 1] * (hi - lo + 1)).long()
+        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
+                             u[:, 4] * (2 * math.pi)], dim=1)
+        # where each transformed patch reads its crop, in the crop's pixels (warp_grid at radius 1), then in [-1, 1]
+        point = torch.stack([column, row], dim=1).to(delta.dtype) * S
+        grid = (warp_grid(delta, p, 1).view(N, p * p, 2) + point[:, None]) * (2 / (c - 1)) - 1
+        per = -(-N // B)  # pair n is in crop n % B: (per, B) in row-major order
+        grid = torch.cat([grid, grid.new_zeros(per * B - N, p * p, 2)]).view(per, B, p * p, 2).transpose(0, 1)
+        warped = torch.nn.functional.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        transformed = warped.permute(2, 0, 1, 3).reshape(per * B, 3, p, p)[:N]  # (B, 3, per, p²) → pair order
+        crop = torch.arange(N, device=crops.device) % B
+        return {"transformed": transformed, "delta": delta, "cells": torch.stack([crop, row, column], dim=1)}
 
     def _warp_crops(self, g: torch.Generator, picks: Tensor, colour: Tensor) -> dict[str, Tensor]:
         """Each crop and the crop warped whole, cut from one window around it (``whole_crops``)."""

@@ -107,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 "through the codebook (the official release's neighbourhood, pred_ks); 1: from "
                                 "the centre cell alone. K > 1 widens the codebook's translation range by "
                                 "stride·(K−1)/√2; give --codebook-grid about 1 px apart")
+    objective.add_argument("--pair-source", choices=["crops", "images"],
+                           help="crops (default): each pair's point is a code cell of a reconstruction crop, its "
+                                "feature read from the crop's code and its transformed patch warped from the crop; "
+                                "images (always with --no-cache): anywhere in the step's images, each pair's "
+                                "window cut from them (the random stream of runs before this option)")
     objective.add_argument("--warp", choices=["pairs", "crops"], default="pairs",
                            help="pairs: --pairs patch pairs, each moved about its own point and compared at its "
                                 "centre; crops: each reconstruction crop warped whole (one transformation per crop, "
@@ -141,6 +146,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.max_shift = args.stride / 2
     if args.warp == "crops" and args.no_cache:
         p.error("--warp crops draws its batches from the images held in memory: drop --no-cache")
+    if args.pair_source == "crops" and args.no_cache:
+        p.error("--pair-source crops draws the pairs from the crops held in memory: drop --no-cache (or use images)")
+    if args.pair_source is None:
+        args.pair_source = "images" if args.no_cache else "crops"
     if args.context < 1 or args.context % 2 == 0:
         p.error(f"--context must be an odd number of code cells ≥ 1; got {args.context}")
     if args.checkpoint_dir is None:
@@ -184,11 +193,15 @@ class Objective(nn.Module):
             total = total + a.lambda_equ * losses["equ"]
         elif self.use_equ:
             f_t = Fn.centre_features(kernel, batch["transformed"], ae.mean, ae.std)
-            if a.context == 1:
-                f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)
-                matrices = self.codebook(batch["delta"])
+            if "cells" in batch:  # the pairs' points are code cells of the crops: their features are in the code
+                f = cell_features(code, batch["cells"], a.context)  # (N, K², k·l)
+            elif a.context == 1:
+                f = Fn.centre_features(kernel, batch["patches"], ae.mean, ae.std)[:, None]
             else:
-                f = Fn.context_features(kernel, batch["patches"], ae.mean, ae.std, cfg.stride)  # (N, K², k·l)
+                f = Fn.context_features(kernel, batch["patches"], ae.mean, ae.std, cfg.stride)
+            if a.context == 1:
+                matrices, f = self.codebook(batch["delta"]), f[:, 0]
+            else:
                 deltas = neighbour_deltas(batch["delta"], cfg.stride, a.context)  # (N, K², 3)
                 matrices = self.codebook.read(deltas.reshape(-1, 3)).view(*deltas.shape[:2], cfg.num_modules,
                                                                            cfg.module_channels, cfg.module_channels)
@@ -228,6 +241,17 @@ class Objective(nn.Module):
         return equivariance_loss(f, target, matrices, relative=True)
 
 
+def cell_features(code: torch.Tensor, cells: torch.Tensor, context: int) -> torch.Tensor:
+    """The features at code cells and the ``context × context`` cells around them: ``code``
+    ``[B,J,h,w]``, ``cells`` ``[N,3]`` long ``(crop, row, column)`` → ``[N, context², J]``, cells in
+    row-major order (:func:`scg_core.model.pairs.neighbour_deltas`)."""
+    h = (context - 1) // 2
+    offsets = torch.arange(-h, h + 1, device=cells.device)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    crop, row, column = cells.unbind(1)
+    return code[crop[:, None], :, row[:, None] + dy.reshape(1, -1), column[:, None] + dx.reshape(1, -1)]
+
+
 def codebook_reach(args: argparse.Namespace) -> float:
     """± pixels the codebook's translation axes span: the shifts drawn (with ``--warp crops``: the
     residual from the nearest code cell, at most stride/2 per axis, at any rotation), plus the farthest
@@ -251,6 +275,8 @@ def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, acce
                    context_patch=context_side(patch, args.stride, args.context))
     if args.warp == "crops":
         options.update(whole_crops=True, stride=args.stride)
+    elif args.pair_source == "crops":
+        options.update(pairs_in_crops=True, stride=args.stride)
     if args.no_cache:
         return loop.batches(PairBatches(folder, **options), start, args.steps, args.workers)
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None

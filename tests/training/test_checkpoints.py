@@ -229,4 +229,22 @@ def test_a_checkpoint_from_before_an_added_argument_resumes_under_its_old_behavi
     for (name, x), y in zip(params(tmp_path / "full" / "ae.safetensors").items(), params(tmp_path / "cut" / "ae.safetensors").values()):
         assert torch.equal(x, y), name
     defaults = vars(train_modular_ae.parse_args(["--data", str(photos)]))
-    assert all(defaults[name] == value for name, value in ADDED.items())  # the old behaviour is the default
+    changed = {"pair_source": "crops"}  # added with a new default: older checkpoints resume with the old value named
+    assert all(defaults[name] == changed.get(name, value) for name, value in ADDED.items())  # else the old behaviour
+
+
+def test_a_checkpoint_from_before_pairs_came_from_the_crops_resumes_with_pair_source_images(photos, tmp_path):
+    # Before --pair-source the pairs were cut from the images: such a checkpoint is refused under the new
+    # default, with the argument that differs named, and continues exactly with --pair-source images.
+    ae(photos, tmp_path / "full", "--steps", "4", "--pair-source", "images")
+    ae(photos, tmp_path / "cut", "--steps", "4", "--checkpoint-every", "2", "--pair-source", "images")
+    record = tmp_path / "cut" / "ae_checkpoints" / "step-0000002" / "args.json"
+    saved = json.loads(record.read_text())
+    del saved["args"]["pair_source"]
+    record.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as e:
+        ae(photos, tmp_path / "cut", "--steps", "4", "--resume", str(record.parent))
+    assert '--pair-source "images" (checkpoint) vs "crops" (now)' in one_line_error(e)
+    ae(photos, tmp_path / "cut", "--steps", "4", "--pair-source", "images", "--resume", str(record.parent))
+    for (name, x), y in zip(params(tmp_path / "full" / "ae.safetensors").items(), params(tmp_path / "cut" / "ae.safetensors").values()):
+        assert torch.equal(x, y), name

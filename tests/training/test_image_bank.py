@@ -162,3 +162,35 @@ def test_whole_crops_are_warped_where_the_transformation_says():
 def test_whole_crops_need_room_to_turn():
     with pytest.raises(ValueError, match="at least 55 pixels a side to warp whole 32-pixel crops"):
         sampler(ImageBank([coordinate_image(54, 80)]), whole_crops=True)
+
+
+@pytest.mark.parametrize(("max_shift", "context_patch"), [(2.0, None), (8.0, 29)])
+def test_pairs_in_crops_sit_on_code_cells_and_read_the_crop_where_the_transformation_says(max_shift, context_patch):
+    bank = ImageBank([coordinate_image(120, 150), coordinate_image(100, 100)])
+    s = sampler(bank, crop=64, batch=3, pairs=100, max_shift=max_shift, context_patch=context_patch, pairs_in_crops=True)
+    batch = s(2)
+    crops, Q, delta, cells = batch["crops"] * 255, batch["transformed"] * 255, batch["delta"], batch["cells"]
+    assert set(batch) == {"crops", "transformed", "delta", "cells"} and Q.shape == (100, 3, 21, 21)
+    crop, row, column = cells.unbind(1)
+    assert torch.equal(crop, torch.arange(100) % 3)
+    R = pair_margin(21, max_shift, context_patch)  # every sample, and the context cells' patches, inside the crop
+    assert (4 * row).min() >= R and (4 * row).max() <= 63 - R and (4 * column).min() >= R and (4 * column).max() <= 63 - R
+    assert len(set(row.tolist())) > 1 and len(set(column.tolist())) > 1
+    # the pair's point in the image: the crop's corner (read from the coordinate image) plus the cell's pixel
+    cx = crops[crop, 0, 0, 0] + 4 * column
+    cy = crops[crop, 1, 0, 0] + 4 * row
+    offsets = torch.arange(-10, 11, dtype=torch.float32)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    qx, qy = dx - delta[:, 0, None, None], dy - delta[:, 1, None, None]
+    cos, sin = torch.cos(delta[:, 2])[:, None, None], torch.sin(delta[:, 2])[:, None, None]
+    torch.testing.assert_close(Q[:, 0], cx[:, None, None] + cos * qx - sin * qy, atol=2e-3, rtol=0)
+    torch.testing.assert_close(Q[:, 1], cy[:, None, None] + sin * qx + cos * qy, atol=2e-3, rtol=0)
+    assert delta[:, :2].abs().max() <= max_shift and delta[:, 2].std() > 1
+    again = s(2)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+
+
+def test_pairs_in_crops_need_a_code_cell_far_enough_inside():
+    with pytest.raises(ValueError, match="use crops of at least 39 pixels"):  # a cell at 20 px, 18 px from both edges
+        sampler(ImageBank([coordinate_image(80, 80)]), crop=38, pairs_in_crops=True)
+    assert sampler(ImageBank([coordinate_image(80, 80)]), crop=39, pairs_in_crops=True).cells == (5, 5)

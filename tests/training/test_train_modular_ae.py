@@ -222,3 +222,30 @@ def test_whole_crop_warps_compare_each_cell_with_the_cell_it_moved_from(photos, 
     mean = lambda rows, term: np.mean([r[term] for r in rows])
     assert mean(a[-10:], "recon") < 0.6 * mean(a[:5], "recon") and mean(a[-10:], "equ") < 0.5 * a[0]["equ"]
     assert np.isfinite(context[-1]["total"]) and context[-1]["equ"] < context[0]["equ"]
+
+
+@pytest.mark.parametrize("context", [1, 3])
+def test_pairs_in_crops_read_the_features_their_patches_give(photos, context):
+    # --pair-source crops reads a pair's untransformed feature from the crops' code: it must be the composed
+    # kernel's response to the patch around that code cell (what --pair-source images computes from the patch)
+    from scg_core.model import functional as Fn
+    from training.train_modular_ae import cell_features
+
+    args = parse_args(["--data", str(photos), *TINY, "--context", str(context)])
+    objective = Objective(args)
+    with torch.no_grad():
+        for p in objective.ae.parameters():  # away from the initial weights, so that every channel differs
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ae, cfg = objective.ae, objective.ae.config
+    crops = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cells = torch.tensor([[0, 3, 3], [1, 5, 3], [1, 4, 5]])
+    with torch.no_grad():
+        code = Fn.encode_factorised(ae.normalize(crops), ae.factor_weights(), cfg)
+        f = cell_features(code, cells, context)
+        kernel = Fn.compose_kernel(ae.factor_weights(), cfg)
+        side, S = cfg.receptive_field + cfg.stride * (context - 1), cfg.stride
+        h = (side - 1) // 2
+        patches = torch.stack([crops[b, :, S * i - h:S * i + h + 1, S * j - h:S * j + h + 1] for b, i, j in cells.tolist()])
+        expected = Fn.context_features(kernel, patches, ae.mean, ae.std, S)
+    assert f.shape == (3, context ** 2, cfg.num_modules * cfg.module_channels)
+    torch.testing.assert_close(f, expected, atol=1e-5, rtol=1e-5)
