@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{faster} / {slower}: {rate[faster] / rate[slower]:.2f}× steps/s")
     if before is not None:
         print(f"| trainer at {a.against} | {before:.1f} | | | | | | |")
-        print(f"{rows[-1]['path']} / {a.against}: {rows[-1]['steps_per_s'] / before:.2f}× steps/s")
+        for name in rate:
+            if name != "host":
+                print(f"{name} / {a.against}: {rate[name] / before:.2f}× steps/s")
     if a.json:
         a.json.write_text(json.dumps({"device": gpu, "compile": a.compile, "rows": rows, "against": a.against,
                                       "against_steps_per_s": before}, indent=2))

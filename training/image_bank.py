@@ -185,11 +185,15 @@ class StepSampler:
         row, column = lo + (u[:, 0] * (hi - lo + 1)).long(), lo + (u[:, 1] * (hi - lo + 1)).long()
         delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
                              u[:, 4] * (2 * math.pi)], dim=1)
-        # where each transformed patch reads its crop, in the crop's pixels (warp_grid at radius 1), then in [-1, 1]
+        # where each transformed patch reads its crop: warp_grid with the crop as the window, centred on its
+        # middle (c − 1)/2, so the pair's point lies (c − 1)/2 − point from the window's centre
+        half = (c - 1) / 2
         point = torch.stack([column, row], dim=1).to(delta.dtype) * S
-        grid = (warp_grid(delta, p, 1).view(N, p * p, 2) + point[:, None]) * (2 / (c - 1)) - 1
+        grid = warp_grid(delta, p, half, half - point).view(N, p * p, 2)
         per = -(-N // B)  # pair n is in crop n % B: (per, B) in row-major order
-        grid = torch.cat([grid, grid.new_zeros(per * B - N, p * p, 2)]).view(per, B, p * p, 2).transpose(0, 1)
+        if per * B > N:
+            grid = torch.cat([grid, grid.new_zeros(per * B - N, p * p, 2)])
+        grid = grid.view(per, B, p * p, 2).transpose(0, 1)
         warped = torch.nn.functional.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         transformed = warped.permute(2, 0, 1, 3).reshape(per * B, 3, p, p)[:N]  # (B, 3, per, p²) → pair order
         crop = torch.arange(N, device=crops.device) % B

@@ -73,7 +73,7 @@ def neighbour_deltas(delta: Tensor, stride: int, context: int) -> Tensor:
     return torch.stack([tx, ty, delta[:, 2:3].expand_as(tx)], dim=-1)
 
 
-def warp_grid(delta: Tensor, patch: int, radius: int, offset: Tensor | None = None) -> Tensor:
+def warp_grid(delta: Tensor, patch: int, radius: float, offset: Tensor | None = None) -> Tensor:
     """Where ``I' = L_δ(I)`` samples ``I``, for :func:`torch.nn.functional.grid_sample`.
 
     Args:
@@ -81,7 +81,8 @@ def warp_grid(delta: Tensor, patch: int, radius: int, offset: Tensor | None = No
             (counter-clockwise as displayed), then shift by ``(tx, ty)`` pixels.
         patch: side of the patch to sample: odd, centred on the pair's point; or even, the point
             at pixel ``patch // 2`` (a whole crop; :func:`crop_margin`).
-        radius: ``R``; the windows are ``[N,C,2R+1,2R+1]``, centred on the pair's point.
+        radius: ``R``; the windows are ``[N,C,2R+1,2R+1]``, centred on the pair's point (a half-integer ``R``:
+            an even side).
         offset: ``[N,2]`` (x, y) pixels from each pair's point to its window's centre, when the
             windows are not centred on the points (e.g. on :func:`sample_centres`, rounded).
 

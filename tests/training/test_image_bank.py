@@ -164,15 +164,15 @@ def test_whole_crops_need_room_to_turn():
         sampler(ImageBank([coordinate_image(54, 80)]), whole_crops=True)
 
 
-@pytest.mark.parametrize(("max_shift", "context_patch"), [(2.0, None), (8.0, 29)])
-def test_pairs_in_crops_sit_on_code_cells_and_read_the_crop_where_the_transformation_says(max_shift, context_patch):
+@pytest.mark.parametrize(("max_shift", "context_patch", "pairs"), [(2.0, None, 100), (8.0, 29, 102)])
+def test_pairs_in_crops_sit_on_code_cells_and_read_the_crop_where_the_transformation_says(max_shift, context_patch, pairs):
     bank = ImageBank([coordinate_image(120, 150), coordinate_image(100, 100)])
-    s = sampler(bank, crop=64, batch=3, pairs=100, max_shift=max_shift, context_patch=context_patch, pairs_in_crops=True)
+    s = sampler(bank, crop=64, batch=3, pairs=pairs, max_shift=max_shift, context_patch=context_patch, pairs_in_crops=True)
     batch = s(2)
     crops, Q, delta, cells = batch["crops"] * 255, batch["transformed"] * 255, batch["delta"], batch["cells"]
-    assert set(batch) == {"crops", "transformed", "delta", "cells"} and Q.shape == (100, 3, 21, 21)
+    assert set(batch) == {"crops", "transformed", "delta", "cells"} and Q.shape == (pairs, 3, 21, 21)
     crop, row, column = cells.unbind(1)
-    assert torch.equal(crop, torch.arange(100) % 3)
+    assert torch.equal(crop, torch.arange(pairs) % 3)  # 100 pairs: the last crop has one fewer
     R = pair_margin(21, max_shift, context_patch)  # every sample, and the context cells' patches, inside the crop
     assert (4 * row).min() >= R and (4 * row).max() <= 63 - R and (4 * column).min() >= R and (4 * column).max() <= 63 - R
     assert len(set(row.tolist())) > 1 and len(set(column.tolist())) > 1
