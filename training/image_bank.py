@@ -169,8 +169,7 @@ class StepSampler:
         image = picks[which]
         top = (u[:, 0] * (self.bank.heights[image] - 2 * self.radius)).long()
         left = (u[:, 1] * (self.bank.widths[image] - 2 * self.radius)).long()
-        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
-                             u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
+        delta = self.transformations(u).to(self.bank.device)
         patches, transformed = self._cut_pairs(image, top, left, delta, colour[which].to(self.bank.device))
         # contiguous before the colour product: bmm reads channels-last pixels ~2× slower than the copy costs
         crops = crops.permute(0, 3, 1, 2).float().contiguous()
@@ -183,8 +182,7 @@ class StepSampler:
         lo, hi = self.cells
         u = torch.rand(N, 5, generator=g, device=g.device).to(crops.device)
         row, column = lo + (u[:, 0] * (hi - lo + 1)).long(), lo + (u[:, 1] * (hi - lo + 1)).long()
-        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
-                             u[:, 4] * (2 * math.pi)], dim=1)
+        delta = self.transformations(u)
         # where each transformed patch reads its crop: warp_grid with the crop as the window, centred on its
         # middle (c − 1)/2, so the pair's point lies (c − 1)/2 − point from the window's centre
         half = (c - 1) / 2
@@ -207,8 +205,7 @@ class StepSampler:
         image = picks[slot]
         top = (u[:, 0] * (self.bank.heights[image] - 2 * R)).long()
         left = (u[:, 1] * (self.bank.widths[image] - 2 * R)).long()
-        delta = torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
-                             u[:, 4] * (2 * math.pi)], dim=1).to(self.bank.device)
+        delta = self.transformations(u).to(self.bank.device)
         windows = self.bank.windows(image, top, left, 2 * R + 1, 2 * R + 1).permute(0, 3, 1, 2).float()
         warped = torch.nn.functional.grid_sample(windows, warp_grid(delta, c, R), mode="bilinear",
                                                  padding_mode="zeros", align_corners=True)
@@ -261,6 +258,11 @@ class StepSampler:
                 pixels = windows[:, :, lo:lo + s, lo:lo + s]
             recolour(pixels, colour[part], out=patches[part])
         return patches, transformed
+
+    def transformations(self, u: Tensor) -> Tensor:
+        """``[N,3]`` = ``(tx, ty, θ)`` from uniform draws ``u[:, 2:5]``: shifts in ``[-max_shift, max_shift)``, any angle."""
+        return torch.stack([(2 * u[:, 2] - 1) * self.max_shift, (2 * u[:, 3] - 1) * self.max_shift,
+                            u[:, 4] * (2 * math.pi)], dim=1)
 
     def colour_matrices(self, g: torch.Generator, n: int) -> Tensor:
         """``[n,3,3]``: each image's channel order, then its chroma gain, as one matrix (divided by 255)."""
