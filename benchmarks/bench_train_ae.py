@@ -3,6 +3,7 @@
     python benchmarks/bench_train_ae.py                       # CPU, 2 threads, the quick_ae preset
     python benchmarks/bench_train_ae.py --preset default_ae   # the bundled default's 40,000-step setting (±8 px)
     python benchmarks/bench_train_ae.py --device cuda --compile reduce-overhead
+    python benchmarks/bench_train_ae.py --paths whole --train-args "--context 3 --codebook-grid 17 17 8"
 
 Runs the trainer's own objective and optimiser at the preset on the photos scikit-image and
 scikit-learn ship (``training.gather_photos``), with two ways of making each step's batch, side by
@@ -158,13 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default="host,device",
                    help="which data paths to run, comma-separated: host, device, device-images, whole")
     p.add_argument("--against", metavar="REV", help="also time the trainer of this git commit (CPU), e.g. 89f6ae0")
+    p.add_argument("--train-args", default="", metavar="ARGS",
+                   help='more trainer options for every path of this run, e.g. "--context 3 --codebook-grid 17 17 8"')
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args(argv)
+    extra = a.train_args.split()
+    if extra and a.against:
+        p.error("--against runs an earlier commit's trainer at the plain preset; it cannot take --train-args")
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data or (gather(Path(tmp)) and Path(tmp) / "train")
-        args = parse_args(["--preset", a.preset, "--data", str(data)])
+        args = parse_args(["--preset", a.preset, "--data", str(data), *extra])
         patch = Objective(args).ae.config.receptive_field
         folder = ImageFolder(data, min_image_size(args.crop, patch, args.max_shift))
         options = dict(seed=0, rank=0, crop=args.crop, batch=args.batch, pairs=args.pairs, patch=patch,
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         draws = {"host": PairBatches(folder, **options).__getitem__, "device-images": StepSampler(bank, **options),
                  "device": StepSampler(bank, **options, pairs_in_crops=True, stride=args.stride),
                  "whole": StepSampler(bank, **options, whole_crops=True, stride=args.stride)}
-        whole = parse_args(["--preset", a.preset, "--data", str(data), "--warp", "crops"])
+        whole = parse_args(["--preset", a.preset, "--data", str(data), *extra, "--warp", "crops"])
         rows = []
         for name in a.paths.split(","):
             torch.manual_seed(0)
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         before = baseline_steps_per_s(a.against, data, a) if a.against else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {a.threads} threads"
     print(f"train_modular_ae at preset {a.preset} ({args.batch} crops of {args.crop}², {args.pairs} pairs) on {gpu}, "
-          f"torch {torch.__version__}, compile={a.compile}")
+          f"torch {torch.__version__}, compile={a.compile}" + (f", {a.train_args}" if extra else ""))
     print("| path | steps/s | ms/step (synchronised) | data ms | forward ms | backward ms | optimiser ms | data share |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -163,8 +163,8 @@ def test_codebook_matmul_equals_the_corner_gather_and_its_gradient():
 
 
 def test_codebook_read_is_the_same_interpolation_as_forward():
-    # read() samples the codebook with one 3-D grid_sample (8 grid points a row): the same clamping
-    # in translation and wrapping in θ as forward()'s dense weights, values and gradients
+    # read() sums the 8 corners of a row with one weighted embedding_bag: the same clamping in
+    # translation and wrapping in θ as forward()'s dense weights, values and gradients
     cb = random_codebook(k=3, l=4, grid=(9, 7, 8))
     delta = torch.rand(300, 3) * torch.tensor([8.0, 8.0, 6 * math.pi]) - torch.tensor([4.0, 4.0, 3 * math.pi])
     read, dense = cb.read(delta), cb(delta)
