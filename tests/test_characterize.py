@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from scg_core import ModularAE, load, save
-from scg_core.tools.characterize import ModuleStats, characterize, kernel_stats, main, name_edge_scales, pink_noise
+from scg_core.tools.characterize import (
+    ModuleStats,
+    characterize,
+    equivariance_error,
+    equivariance_residuals,
+    kernel_stats,
+    main,
+    name_edge_scales,
+    pink_noise,
+)
 
 R = 21
 c = torch.arange(R, dtype=torch.float64) - R // 2
@@ -70,6 +79,19 @@ def test_equivariance_error_separates_symmetric_from_random_kernels():
     torch.manual_seed(0)
     random = characterize(ModularAE(num_modules=5, module_channels=4, parameterization="single", kernel_size=R), image)
     assert symmetric < 0.5 * random["summary"]["relative_equivariance_error"]
+
+
+def test_each_module_reports_its_own_equivariance_error():
+    # Four identical copies of a fine centre-surround kernel span one direction: a sub-cell shift
+    # changes its response in ways no 4×4 matrix predicts; smooth low-pass copies barely change
+    result = characterize(hand_built_model(), pink_noise(128), energy_threshold=0.001)
+    errors = [m["equivariance_error"] for m in result["modules"]]
+    assert errors[0] < 0.2 and errors[1] < 0.2  # brightness, colour
+    assert errors[2] > 0.5 > errors[0] * 5  # the fine centre-surround module
+    residual, energy = equivariance_residuals(hand_built_model(), pink_noise(128))
+    assert residual.tolist() == pytest.approx([e * f for e, f in zip(errors, energy.tolist(), strict=True)], rel=1e-9)
+    assert result["summary"]["relative_equivariance_error"] == pytest.approx(float(residual.sum() / energy.sum()), rel=1e-12)
+    assert result["summary"]["relative_equivariance_error"] == pytest.approx(equivariance_error(hand_built_model(), pink_noise(128)))
 
 
 def test_cli_writes_groups_and_report(tmp_path, capsys):

@@ -93,6 +93,7 @@ class ModuleStats:
     orientation_selectivity: float
     dc_luminance: float
     kind: str
+    equivariance_error: float = float("nan")  # this module's Σ||f' − M f||² / Σ||f||² (fitted codebook)
 
 
 def pixel_kernels(model: ModularAE, composed: Tensor | None = None) -> Tensor:
@@ -178,11 +179,20 @@ def equivariance_error(model: ModularAE, image: Tensor, per_cell: int = 64, grid
     module and grid cell the best ``l×l`` matrix is fitted by least squares on one half of the pairs
     and the error ``Σ||f' − M f||² / Σ||f||²`` is measured on the other half.
     """
+    residual, energy = equivariance_residuals(model, image, per_cell, grid, seed)
+    return float(residual.sum() / energy.sum().clamp_min(1e-30))
+
+
+def equivariance_residuals(model: ModularAE, image: Tensor, per_cell: int = 64, grid=(3, 3, 8),
+                           seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The sums behind :func:`equivariance_error`, kept per module: ``Σ||f' − M f||²`` and
+    ``Σ||f||²``, each ``[k]`` float64 ≥ 0 (their ratio is a module's own relative error)."""
     g = torch.Generator().manual_seed(seed)
     shift = model.config.stride / 2
     kernel = model.composed_kernel().detach()
     k, l = model.config.num_modules, model.config.module_channels
-    num = den = 0.0
+    residual = torch.zeros(k, dtype=torch.float64)
+    energy = torch.zeros(k, dtype=torch.float64)
     tx, ty = torch.linspace(-shift, shift, grid[0]), torch.linspace(-shift, shift, grid[1])
     for a in tx.tolist():
         for b in ty.tolist():
@@ -195,10 +205,9 @@ def equivariance_error(model: ModularAE, image: Tensor, per_cell: int = 64, grid
                 gram = torch.einsum("nki,nkj->kij", fit_f, fit_f) + 1e-9 * torch.eye(l, dtype=torch.float64)
                 cross = torch.einsum("nki,nkj->kij", fit_q, fit_f)
                 M = cross @ torch.linalg.inv(gram)  # (k, l, l)
-                residual = ev_q - torch.einsum("kij,nkj->nki", M, ev_f)
-                num += float(residual.pow(2).sum())
-                den += float(ev_f.pow(2).sum())
-    return num / max(den, 1e-30)
+                residual += (ev_q - torch.einsum("kij,nkj->nki", M, ev_f)).pow(2).sum((0, 2))
+                energy += ev_f.pow(2).sum((0, 2))
+    return residual, energy
 
 
 def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01) -> dict:
@@ -214,6 +223,7 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
     energy = (recon - recon.mean((2, 3), keepdim=True)).pow(2).sum((1, 2, 3))
     share = energy / energy.sum().clamp_min(1e-30)
     norms = composed.reshape(k, -1).norm(dim=1)
+    residual, feature_energy = equivariance_residuals(model, image)
     modules = []
     for i in range(k):
         ks = per_kernel[i * l : (i + 1) * l]
@@ -237,13 +247,14 @@ def characterize(model: ModularAE, image: Tensor, energy_threshold: float = 0.01
             preferred_frequency=f_pref, frequency_centroid=centroid, dc_gain_ratio=dc_gain,
             orientation_selectivity=float(torch.tensor([s.orientation_selectivity for s in ks]).median()),
             dc_luminance=sum(s.dc["white"] for s in ks), kind=kind,
+            equivariance_error=float(residual[i] / feature_energy[i].clamp_min(1e-30)),
         ))
     name_edge_scales(modules)
     carrying = [m for m in modules if m.kind != "texture"]
     osi = [per_kernel[m.index * l + j].orientation_selectivity for m in carrying for j in range(l)]
     summary = {
         "psnr_db": psnr(model, image),
-        "relative_equivariance_error": equivariance_error(model, image),
+        "relative_equivariance_error": float(residual.sum() / feature_energy.sum().clamp_min(1e-30)),
         "modules_carrying_energy": len(carrying),
         "min_weight_norm_ratio": min(m.weight_norm for m in modules) / max(m.weight_norm for m in modules),
         "luminance_lowpass": sum(m.kind == "brightness" for m in modules),
@@ -380,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for m in result["modules"]:
         print(f"module {m['index']:2d}  {m['kind']:<13} energy {100 * m['energy_share']:5.1f}%  colour {m['colour_fraction']:.2f}  "
-              f"f* {m['preferred_frequency']:.3f}  centroid {m['frequency_centroid']:.3f}  OSI {m['orientation_selectivity']:.2f}")
+              f"f* {m['preferred_frequency']:.3f}  centroid {m['frequency_centroid']:.3f}  OSI {m['orientation_selectivity']:.2f}  "
+              f"equ. error {m['equivariance_error']:.3f}")
     for name, r in result["summary"]["hint_stability"].items():
         print(f"group {name:<13} hint r: 1-px shift {r['shift_1px']:.3f}, 90° rotation {r['rotate_90']:.3f}; "
               f"span {100 * result['summary']['hint_span'][name]:.0f}% of the grey range at gain 1")
