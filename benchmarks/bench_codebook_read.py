@@ -68,8 +68,8 @@ def main() -> None:
     print(f"{a.rows} rows, {device}, {a.threads} threads; largest difference between the two: {err:.2e}")
     rows = {}
     for name, read in (("read (embedding_bag)", codebook.read), ("grid_sample (former)", lambda d: grid_sample_read(codebook, d))):
-        forward = timed(lambda: read(delta), device, a.rounds)
-        both = timed(lambda: read(delta).backward(grad), device, a.rounds)
+        forward = timed(lambda read=read: read(delta), device, a.rounds)
+        both = timed(lambda read=read: read(delta).backward(grad), device, a.rounds)
         rows[name] = (forward, both)
         print(f"{name:22s} forward {forward:8.2f} ms   forward+backward {both:8.2f} ms")
     (f_new, b_new), (f_old, b_old) = rows.values()
