@@ -84,14 +84,15 @@ def test_equivariance_error_separates_symmetric_from_random_kernels():
 def test_each_module_reports_its_own_equivariance_error():
     # Four identical copies of a fine centre-surround kernel span one direction: a sub-cell shift
     # changes its response in ways no 4×4 matrix predicts; smooth low-pass copies barely change
-    result = characterize(hand_built_model(), pink_noise(128), energy_threshold=0.001)
+    model, image = hand_built_model(), pink_noise(128)
+    result = characterize(model, image, energy_threshold=0.001)
     errors = [m["equivariance_error"] for m in result["modules"]]
     assert errors[0] < 0.2 and errors[1] < 0.2  # brightness, colour
     assert errors[2] > 0.5 > errors[0] * 5  # the fine centre-surround module
-    residual, energy = equivariance_residuals(hand_built_model(), pink_noise(128))
+    residual, energy = equivariance_residuals(model, image)
     assert residual.tolist() == pytest.approx([e * f for e, f in zip(errors, energy.tolist(), strict=True)], rel=1e-9)
     assert result["summary"]["relative_equivariance_error"] == pytest.approx(float(residual.sum() / energy.sum()), rel=1e-12)
-    assert result["summary"]["relative_equivariance_error"] == pytest.approx(equivariance_error(hand_built_model(), pink_noise(128)))
+    assert result["summary"]["relative_equivariance_error"] == pytest.approx(equivariance_error(model, image))
 
 
 def test_cli_writes_groups_and_report(tmp_path, capsys):

@@ -95,7 +95,7 @@ class EquivarianceCodebook(nn.Module):
         as one weighted ``embedding_bag`` over the codebook's grid points: it touches the 8 corners
         of a row where :meth:`forward`'s dense weights touch all ``G``, so it suits many rows on a
         fine grid (the neighbourhood prediction reads ``context²`` matrices per pair). Its backward
-        adds rows of the gradient into the table: ~7× faster on the CPU than the 3-D ``grid_sample``
+        adds rows of the gradient into the table: ~12× faster on the CPU than the 3-D ``grid_sample``
         that did this before (``benchmarks/bench_codebook_read.py``).
         """
         k, nx, ny, nt, l, _ = self.matrices.shape
