@@ -33,11 +33,26 @@ def uses_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
+def flush_subnormals() -> None:
+    """Compute float32 values below 1.2e-38 (subnormals) as zero on this process's CPU threads.
+
+    x86 CPUs take a slow microcode path for each subnormal operand. A module that falls silent in
+    training can reach that range through its composed kernel (its code is then a product of small
+    factors): a CPU run of ``default_ae --lambda-copies 0.01`` slowed ~4x within 500 steps once it
+    had (docs/training_modular_ae.md, "Subnormal numbers"). Values that small change no result.
+    Call it before the first parallel operation: CPU worker threads copy the setting from the
+    thread that starts them.
+    """
+    torch.set_flush_denormal(True)
+
+
 def start(args, *, log_dir: Path, mixed_precision: str = "no"):
     """Threads (``args.threads``), device (``args.device``) and the accelerator of this process,
     with tensorboard under ``log_dir`` when ``args.report_to`` asks for it (auto: when installed)."""
     from accelerate import Accelerator
 
+    if uses_cpu(args.device):
+        flush_subnormals()
     if args.threads:
         torch.set_num_threads(args.threads)
     report = args.report_to
