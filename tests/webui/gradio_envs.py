@@ -45,8 +45,13 @@ def gradio_dir(version: str) -> Path:
     return target
 
 
-def child_env(version: str) -> dict[str, str]:
-    """Environment for a child process that sees this gradio first, then the repository."""
+def child_env(version: str, tmp: Path | None = None) -> dict[str, str]:
+    """Environment for a child process that sees this gradio first, then the repository; with ``tmp``
+    its temporary files (the stand-in host's ControlNet folder, gradio's uploads) go there, so they
+    are removed with the test's own folder rather than left in the system's temporary directory."""
     paths = [str(gradio_dir(version)), str(REPO / "scripts"), str(REPO)]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    if tmp is not None:
+        env.update(TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(tmp / "gradio"))
+    return env

@@ -28,7 +28,7 @@ APP = Path(__file__).with_name("gradio_app.py")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_tab_builds_and_its_events_give_the_scg_core_hint(version, tmp_path):
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, str(APP), "check", str(out)], env=child_env(version), cwd=REPO,
+    proc = subprocess.run([sys.executable, str(APP), "check", str(out)], env=child_env(version, tmp_path), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -92,7 +92,7 @@ def served(request, tmp_path):
     version = request.param
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(APP), "serve", str(port)], env=child_env(version), cwd=REPO,
+    proc = subprocess.Popen([sys.executable, str(APP), "serve", str(port)], env=child_env(version, tmp_path), cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
 
