@@ -1,5 +1,6 @@
 """A reconstruction step of the modular autoencoder whose silent modules compute subnormal numbers,
-with and without ``training.loop.flush_subnormals``, side by side in one process.
+with and without the setting ``training.loop.flush_subnormals`` turns on (``torch.set_flush_denormal``),
+side by side in one process.
 
     python benchmarks/bench_subnormals.py                 # CPU, one thread
     python benchmarks/bench_subnormals.py --silent 0      # control: no module silent, no difference

@@ -39,7 +39,7 @@ def flush_subnormals() -> None:
     x86 CPUs take a slow microcode path for each subnormal operand. A module that falls silent in
     training can reach that range through its composed kernel (its code is then a product of small
     factors): a CPU run of ``default_ae --lambda-copies 0.01`` slowed ~4x within 500 steps once it
-    had (docs/training_modular_ae.md, "Subnormal numbers"). Values that small change no result.
+    had (docs/training_modular_ae.md, "Subnormal numbers"). Only values that small change.
     Call it before the first parallel operation: CPU worker threads copy the setting from the
     thread that starts them.
     """
