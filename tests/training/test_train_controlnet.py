@@ -132,7 +132,9 @@ def test_two_processes_keep_identical_weights(tiny_sd, photos, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "training.train_controlnet", "--base", str(tiny_sd), "--data", str(photos), "--output-dir", str(out),
            *FAST, "--steps", "4", "--save-every-rank"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # torch.distributed.run keeps its log folders in TMPDIR and leaves them behind
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr
     from safetensors.torch import load_file

@@ -113,7 +113,9 @@ def test_two_processes_keep_identical_weights(photos, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "training.train_modular_ae", "--data", str(photos), "--output", str(out), "--steps", "12",
            "--save-every-rank", *TINY]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # torch.distributed.run keeps its log folders in TMPDIR and leaves them behind
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 process(es)" in proc.stdout + proc.stderr
     r0, r1 = params(tmp_path / "ae.rank0.safetensors"), params(tmp_path / "ae.rank1.safetensors")
