@@ -71,7 +71,8 @@ def jsonable(values: dict) -> dict:
 
 # Arguments added after checkpoints of this layout were first written, with the value that does
 # what the trainer did before them: a checkpoint without the argument resumes under that value.
-ADDED: dict[str, object] = {"context": 1, "lambda_copies": 0.0, "warp": "pairs", "pair_source": "images"}
+ADDED: dict[str, object] = {"context": 1, "lambda_copies": 0.0, "warp": "pairs", "pair_source": "images",
+                             "lambda_recon_pred": 0.0}
 
 
 def differences(saved: dict, now: dict, checked: dict[str, str] | None = None) -> list[str]:

@@ -20,7 +20,8 @@ Checkpoints (``OUTPUT_checkpoints/step-NNNNNNN/``, layout in ``training.checkpoi
 
 Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Reconstruction on random crops;
 equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``), or with
-``--warp crops`` on the crops warped whole and compared at every code cell.
+``--warp crops`` on the crops warped whole and compared at every code cell (then
+``--lambda-recon-pred`` adds the warped crops' reconstruction from their predicted code).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 "centre; crops: each reconstruction crop warped whole (one transformation per crop, "
                                 "as in the official training code) and the two feature maps compared at every code "
                                 "cell, each predicted from the nearest cell(s) of the original")
+    objective.add_argument("--lambda-recon-pred", type=float, default=0.0, metavar="λ",
+                           help="with --warp crops: weight of the warped crops' reconstruction from their predicted "
+                                "features (every valid code cell predicted through the codebook, decoded, compared "
+                                "where only valid cells reach; the official code's lambda_recon_trans_pred); 0: off")
     objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -144,6 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--ablate takes equ and/or sym; got {args.ablate}")
     if args.max_shift is None:
         args.max_shift = args.stride / 2
+    if args.lambda_recon_pred and (args.warp != "crops" or args.ablate == ["equ", "sym"]):
+        p.error("--lambda-recon-pred decodes the features the codebook predicts for the whole warped crops: it needs "
+                "--warp crops and a codebook (do not ablate both equ and sym)")
     if args.warp == "crops" and args.no_cache:
         p.error("--warp crops draws its batches from the images held in memory: drop --no-cache")
     if args.pair_source == "crops" and args.no_cache:
@@ -207,6 +215,9 @@ class Objective(nn.Module):
                                                                            cfg.module_channels, cfg.module_channels)
             losses["equ"] = equivariance_loss(f, f_t, matrices, relative=True)
             total = total + a.lambda_equ * losses["equ"]
+        if a.lambda_recon_pred and self.codebook is not None:
+            losses["recon_pred"] = self.predicted_reconstruction(code, ae.normalize(batch["transformed"]), batch["delta"], weights)
+            total = total + a.lambda_recon_pred * losses["recon_pred"]
         if self.use_sym:
             losses["sym"] = symmetry_loss(self.codebook, a.temperature, a.sym_sign, reduction="mean")
             total = total + a.lambda_sym * losses["sym"]
@@ -241,6 +252,36 @@ class Objective(nn.Module):
             return equivariance_loss(f[:, 0], target, self.codebook(d[:, 0]), relative=True)
         matrices = self.codebook.read(d.reshape(-1, 3)).view(*d.shape[:2], k, l, l)
         return equivariance_loss(f, target, matrices, relative=True)
+
+    def predicted_reconstruction(self, code: torch.Tensor, warped: torch.Tensor, delta: torch.Tensor,
+                                 weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of the warped crops ``[B,3,c,c]`` (normalised) decoded from the code that
+        the codebook predicts for them from the crops' code ``[B,k·l,h,w]`` (``delta`` ``[B,3]``): every
+        valid cell predicted as in :meth:`whole_crop_equivariance`, the others left at zero, and the
+        error taken over the pixels that only valid cells reach. Unlike ``L_equ``, an error counts by
+        what it does to the image, not relative to the features' energy."""
+        cfg, K = self.ae.config, self.args.context
+        k, l = cfg.num_modules, cfg.module_channels
+        with torch.no_grad():
+            source, deltas, valid = cell_correspondences(delta, self.args.crop, cfg.stride, cfg.padding, K)
+            picked = valid.flatten().nonzero().squeeze(1)  # (N,) flat (crop, cell)
+            image, cell = picked // valid.shape[1], picked % valid.shape[1]
+        B, J, H, W = code.shape
+        rows = code.permute(0, 2, 3, 1).reshape(B * H * W, J)
+        f = rows.index_select(0, (image[:, None] * (H * W) + source[image, cell]).reshape(-1)).view(-1, K * K, k, l)
+        d = deltas[image, cell]  # (N, K², 3)
+        matrices = self.codebook.read(d.reshape(-1, 3)).view(*d.shape[:2], k, l, l)
+        predicted = torch.einsum("nqkij,nqkj->nki", matrices, f).reshape(-1, J)
+        predicted = rows.new_zeros(B * H * W, J).index_copy(0, picked, predicted)
+        decoded = Fn.decode_factorised(predicted.view(B, H, W, J).permute(0, 3, 1, 2), weights, cfg, warped.shape[-2:])
+        with torch.no_grad():  # pixels within reach of an invalid cell (padding each way) are left out
+            invalid = (~valid).to(code.dtype).view(B, 1, H, W)
+            R, S, P = cfg.receptive_field, cfg.stride, cfg.padding
+            extra = warped.shape[-1] - ((W - 1) * S - 2 * P + R)
+            reach = torch.nn.functional.conv_transpose2d(invalid, invalid.new_ones(1, 1, R, R), stride=S, padding=P,
+                                                         output_padding=extra)
+            mask = (reach < 0.5).to(code.dtype)
+        return ((decoded - warped).pow(2) * mask).sum() / (mask.sum() * warped.shape[1]).clamp_min(1)
 
 
 def cell_features(code: torch.Tensor, cells: torch.Tensor, context: int) -> torch.Tensor:

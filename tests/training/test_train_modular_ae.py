@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import scg_core
-from scg_core.model.pairs import crop_margin, warp_grid
+from scg_core.model.pairs import cell_correspondences, crop_margin, warp_grid
 from training.train_modular_ae import Objective, main, parse_args
 
 from .photos import write_photos
@@ -224,6 +224,60 @@ def test_whole_crop_warps_compare_each_cell_with_the_cell_it_moved_from(photos, 
     mean = lambda rows, term: np.mean([r[term] for r in rows])
     assert mean(a[-10:], "recon") < 0.6 * mean(a[:5], "recon") and mean(a[-10:], "equ") < 0.5 * a[0]["equ"]
     assert np.isfinite(context[-1]["total"]) and context[-1]["equ"] < context[0]["equ"]
+
+
+@pytest.mark.parametrize("context", [1, 3])
+def test_reconstruction_from_predicted_features(photos, tmp_path, context):
+    # With the identity codebook, a crop moved by whole code cells is predicted exactly at every valid cell,
+    # so decoding the prediction gives the warped crop's own reconstruction wherever only valid cells reach
+    # (and a zero codebook gives a zero image there). Then it trains, and needs --warp crops.
+    args = parse_args(["--data", str(photos), "--warp", "crops", "--lambda-recon-pred", "1", "--context", str(context),
+                       *TINY, "--crop", "48", "--codebook-grid", "17", "17", "4"])
+    objective = Objective(args)
+    if context > 1:  # predict from the centre cell alone: the identity at δ = 0, zero a cell away (grid ~1 px apart)
+        with torch.no_grad():
+            objective.codebook.matrices.zero_()[:, 8, 8] = torch.eye(2)
+    R = crop_margin(48, 8.0)
+    window = torch.rand(2, 3, 2 * R + 1, 2 * R + 1, generator=torch.Generator().manual_seed(0))
+    crops = window[..., R - 24:R + 24, R - 24:R + 24]
+    ae, cfg = objective.ae, objective.ae.config
+    n = (48 - 1) // cfg.stride + 1
+
+    def terms(delta):
+        warped = torch.nn.functional.grid_sample(window, warp_grid(delta, 48, R), mode="bilinear", align_corners=True)
+        batch = {"crops": crops, "transformed": warped, "delta": delta, "cell_keys": torch.rand(2, n, n)}
+        with torch.no_grad():
+            losses = objective(batch)
+            own = ae.decode(ae.encode(warped), (48, 48))
+        return losses, own, ae.normalize(warped)
+
+    shift = torch.tensor([[4.0, -8.0, 0.0], [-4.0, 0.0, 0.0]])
+    losses, own, target = terms(shift)
+    # the pixels only valid cells reach: rows/columns of cells whose predicting cells lie inside both crops
+    _, _, valid = cell_correspondences(shift, 48, cfg.stride, cfg.padding, context)
+    cells = valid.view(2, n, n)
+    expected, targets = [], []
+    for b in range(2):
+        rows, cols = cells[b].any(1).nonzero().squeeze(1), cells[b].any(0).nonzero().squeeze(1)
+        # pixel x is reached by the cells j with |stride·j − x| ≤ padding
+        first = lambda j: (int(j) - 1) * cfg.stride + cfg.padding + 1
+        last = lambda j: (int(j) + 1) * cfg.stride - cfg.padding - 1
+        top, bottom, left, right = first(rows[0]), last(rows[-1]), first(cols[0]), last(cols[-1])
+        assert cells[b, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and bottom >= top and right >= left
+        expected.append((own[b] - target[b])[:, top:bottom + 1, left:right + 1].pow(2).flatten())
+        targets.append(target[b, :, top:bottom + 1, left:right + 1].pow(2).flatten())
+    assert float(losses["recon_pred"]) == pytest.approx(float(torch.cat(expected).mean()), rel=1e-5)
+    with torch.no_grad():  # the prediction goes through the codebook: a zero codebook predicts a zero code
+        objective.codebook.matrices.zero_()
+    assert float(terms(shift)[0]["recon_pred"]) == pytest.approx(float(torch.cat(targets).mean()), rel=1e-5)
+    if context == 1:
+        main(parse_args(["--data", str(photos), "--output", str(tmp_path / "pred.safetensors"), "--steps", "40",
+                         "--lr", "0.01", "--seed", "6", "--warp", "crops", "--lambda-recon-pred", "1", *TINY]))
+        rows = logged(tmp_path / "pred_checkpoints")
+        assert np.mean([r["recon_pred"] for r in rows[-10:]]) < 0.6 * rows[0]["recon_pred"]
+        for bad in (["--lambda-recon-pred", "1"], ["--warp", "crops", "--lambda-recon-pred", "1", "--ablate", "equ,sym"]):
+            with pytest.raises(SystemExit):
+                parse_args(["--data", str(photos), *bad])
 
 
 @pytest.mark.parametrize("context", [1, 3])
