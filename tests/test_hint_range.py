@@ -252,3 +252,20 @@ def test_stretched_groups_shown_together_keep_their_sum_under_one_percent_clippe
     # a user's factor still multiplies what is shown; a group alone is not limited by the other
     assert torch.allclose(ae.raw_hint(x, ["edges"], gains={"edges": 2.0}), 2 * both, atol=1e-5)
     assert torch.allclose(ae.raw_hint(x, ["edges_fine", "brightness"]), alone[1] + ae.raw_hint(x, ["brightness"]), atol=1e-5)
+
+
+def test_per_channel_clipping_says_which_channel_leaves_the_range_and_on_which_side():
+    # the bundled default's brightness hint adds the warm dataset mean: on a black page blue leaves the
+    # range below 0 and nothing above 1; on a white page red and green leave it above 1, blue stays inside
+    import scg_core
+
+    ae = scg_core.load_default()
+    brightness = ae.find_groups("brightness")[0]
+    black, white = torch.zeros(1, 3, 96, 96), torch.ones(1, 3, 96, 96)
+    r = hint_range(ae, [black, white], brightness)
+    (below_black, below_white), (above_black, above_white) = r["below"], r["above"]
+    assert below_black[2] == 1.0 and below_black[0] == 0.0 and max(above_black) == 0.0
+    assert above_white[0] == 1.0 and above_white[2] == 0.0 and max(below_white) == 0.0
+    # the pooled share is the mean of the per-channel ones
+    for i in range(2):
+        assert r["clipped"][i] == pytest.approx((sum(r["below"][i]) + sum(r["above"][i])) / 3)

@@ -57,19 +57,24 @@ def hint_range(model: ModularAE, images: Sequence[Tensor], group: Group, gain: f
             gain, or with a display span each image's own factor).
 
     Returns:
-        ``{"span": [...], "clipped": [...]}``, one value per image, over the interior pixels and all channels.
+        ``{"span": [...], "clipped": [...], "below": [...], "above": [...]}``, one entry per image, over
+        the interior pixels: span and clipped share over all channels; the share of each channel's
+        values below 0 and above 1 (``[r, g, b]``: where the clipping happens).
     """
     mean = model.mean.view(1, -1, 1, 1)
-    spans, clips = [], []
+    out = {"span": [], "clipped": [], "below": [], "above": []}
     for image in images:
         image = image if image.ndim == 4 else image[None]
         deviation = _deviation(model, image, group)
         factor = (gain if gain is not None else group.gain if group.span is None
                   else float(contrast_factors(deviation, model.mean, group.span, group.gain, model.config.receptive_field // 2)[0]))
-        span, clipped = _spread(_interior(model, mean.to(image.dtype) + factor * deviation))
-        spans.append(span)
-        clips.append(clipped)
-    return {"span": spans, "clipped": clips}
+        values = _interior(model, mean.to(image.dtype) + factor * deviation)
+        span, clipped = _spread(values)
+        out["span"].append(span)
+        out["clipped"].append(clipped)
+        out["below"].append((values < 0).double().mean(dim=(0, 2, 3)).tolist())
+        out["above"].append((values > 1).double().mean(dim=(0, 2, 3)).tolist())
+    return out
 
 
 def calibrate_gains(model: ModularAE, images: Sequence[Tensor], *, span: float = 0.6, clip: float = 0.005) -> dict[str, float]:
