@@ -195,9 +195,13 @@ class Objective(nn.Module):
         total = losses["recon"]
         whole = a.warp == "crops"
         kernel = Fn.compose_kernel(weights, cfg) if (self.use_equ and not whole) or a.lambda_copies else None  # (k·l, C, R, R)
+        if whole:
+            warped_crops = ae.normalize(batch["transformed"])
+            with torch.no_grad():
+                cells = cell_correspondences(batch["delta"], a.crop, cfg.stride, cfg.padding, a.context)
         if self.use_equ and whole:
-            warped = Fn.encode_factorised(ae.normalize(batch["transformed"]), weights, cfg)
-            losses["equ"] = self.whole_crop_equivariance(code, warped, batch["delta"], batch["cell_keys"])
+            warped = Fn.encode_factorised(warped_crops, weights, cfg)
+            losses["equ"] = self.whole_crop_equivariance(code, warped, cells, batch["cell_keys"])
             total = total + a.lambda_equ * losses["equ"]
         elif self.use_equ:
             f_t = Fn.centre_features(kernel, batch["transformed"], ae.mean, ae.std)
@@ -216,7 +220,7 @@ class Objective(nn.Module):
             losses["equ"] = equivariance_loss(f, f_t, matrices, relative=True)
             total = total + a.lambda_equ * losses["equ"]
         if a.lambda_recon_pred and self.codebook is not None:
-            losses["recon_pred"] = self.predicted_reconstruction(code, ae.normalize(batch["transformed"]), batch["delta"], weights)
+            losses["recon_pred"] = self.predicted_reconstruction(code, warped_crops, cells, weights)
             total = total + a.lambda_recon_pred * losses["recon_pred"]
         if self.use_sym:
             losses["sym"] = symmetry_loss(self.codebook, a.temperature, a.sym_sign, reduction="mean")
@@ -228,24 +232,22 @@ class Objective(nn.Module):
         losses["total"] = total
         return losses
 
-    def whole_crop_equivariance(self, code: torch.Tensor, warped: torch.Tensor, delta: torch.Tensor,
+    def whole_crop_equivariance(self, code: torch.Tensor, warped: torch.Tensor, cells: tuple[torch.Tensor, ...],
                                 keys: torch.Tensor) -> torch.Tensor:
-        """``L_equ`` between the codes ``[B,k·l,h,w]`` of the crops and of the crops warped whole by
-        ``delta`` ``[B,3]``: the code cells of the warped crops whose patch, and whose predicting cells'
-        patches, lie inside the crops — at most ``--pairs`` of them, those with the smallest ``keys``
-        ``[B,h,w]`` — each predicted from the nearest cell(s) of the original
-        (:func:`scg_core.model.pairs.cell_correspondences`)."""
+        """``L_equ`` between the codes ``[B,k·l,h,w]`` of the crops and of the crops warped whole, with
+        ``cells`` = :func:`scg_core.model.pairs.cell_correspondences` of the warp: the code cells of the
+        warped crops whose patch, and whose predicting cells' patches, lie inside the crops — at most
+        ``--pairs`` of them, those with the smallest ``keys`` ``[B,h,w]`` — each predicted from the
+        nearest cell(s) of the original."""
         cfg, K = self.ae.config, self.args.context
+        source, deltas, valid = cells
         with torch.no_grad():
-            source, deltas, valid = cell_correspondences(delta, self.args.crop, cfg.stride, cfg.padding, K)
             keys = keys.flatten().masked_fill(~valid.flatten(), float("inf"))
             picked = keys.topk(min(self.args.pairs, keys.numel()), largest=False).indices
             picked = picked[keys[picked].isfinite()]
             image, cell = picked // valid.shape[1], picked % valid.shape[1]  # (N,), (N,)
-        B, J, H, W = code.shape
-        rows = lambda x: x.permute(0, 2, 3, 1).reshape(B * H * W, J)  # one row per code cell (see cell_features)
-        f = rows(code).index_select(0, (image[:, None] * (H * W) + source[image, cell]).reshape(-1)).view(-1, K * K, J)
-        target = rows(warped).index_select(0, image * (H * W) + cell)  # (N, k·l)
+        f = predicting_features(code, source, image, cell)  # (N, K², k·l)
+        target = code_rows(warped).index_select(0, image * code[0, 0].numel() + cell)  # (N, k·l)
         d = deltas[image, cell]  # (N, K², 3)
         k, l = cfg.num_modules, cfg.module_channels
         if K == 1:
@@ -253,26 +255,25 @@ class Objective(nn.Module):
         matrices = self.codebook.read(d.reshape(-1, 3)).view(*d.shape[:2], k, l, l)
         return equivariance_loss(f, target, matrices, relative=True)
 
-    def predicted_reconstruction(self, code: torch.Tensor, warped: torch.Tensor, delta: torch.Tensor,
+    def predicted_reconstruction(self, code: torch.Tensor, warped: torch.Tensor, cells: tuple[torch.Tensor, ...],
                                  weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean squared error of the warped crops ``[B,3,c,c]`` (normalised) decoded from the code that
-        the codebook predicts for them from the crops' code ``[B,k·l,h,w]`` (``delta`` ``[B,3]``): every
-        valid cell predicted as in :meth:`whole_crop_equivariance`, the others left at zero, and the
-        error taken over the pixels that only valid cells reach. Unlike ``L_equ``, an error counts by
-        what it does to the image, not relative to the features' energy."""
-        cfg, K = self.ae.config, self.args.context
+        the codebook predicts for them from the crops' code ``[B,k·l,h,w]`` (``cells`` as for
+        :meth:`whole_crop_equivariance`): every valid cell predicted as there, the others left at zero,
+        and the error taken over the pixels that only valid cells reach. Unlike ``L_equ``, an error
+        counts by what it does to the image, not relative to the features' energy."""
+        cfg = self.ae.config
         k, l = cfg.num_modules, cfg.module_channels
+        source, deltas, valid = cells
         with torch.no_grad():
-            source, deltas, valid = cell_correspondences(delta, self.args.crop, cfg.stride, cfg.padding, K)
             picked = valid.flatten().nonzero().squeeze(1)  # (N,) flat (crop, cell)
             image, cell = picked // valid.shape[1], picked % valid.shape[1]
         B, J, H, W = code.shape
-        rows = code.permute(0, 2, 3, 1).reshape(B * H * W, J)
-        f = rows.index_select(0, (image[:, None] * (H * W) + source[image, cell]).reshape(-1)).view(-1, K * K, k, l)
+        f = predicting_features(code, source, image, cell).unflatten(-1, (k, l))  # (N, K², k, l)
         d = deltas[image, cell]  # (N, K², 3)
         matrices = self.codebook.read(d.reshape(-1, 3)).view(*d.shape[:2], k, l, l)
         predicted = torch.einsum("nqkij,nqkj->nki", matrices, f).reshape(-1, J)
-        predicted = rows.new_zeros(B * H * W, J).index_copy(0, picked, predicted)
+        predicted = code.new_zeros(B * H * W, J).index_copy(0, picked, predicted)
         decoded = Fn.decode_factorised(predicted.view(B, H, W, J).permute(0, 3, 1, 2), weights, cfg, warped.shape[-2:])
         with torch.no_grad():  # pixels within reach of an invalid cell (padding each way) are left out
             invalid = (~valid).to(code.dtype).view(B, 1, H, W)
@@ -284,19 +285,31 @@ class Objective(nn.Module):
         return ((decoded - warped).pow(2) * mask).sum() / (mask.sum() * warped.shape[1]).clamp_min(1)
 
 
+def code_rows(code: torch.Tensor) -> torch.Tensor:
+    """``[B,J,h,w]`` → ``[B·h·w, J]``, one row per code cell (``index_select``'s backward then adds
+    whole rows: 3–5× faster than a 4-D index's on the CPU)."""
+    return code.permute(0, 2, 3, 1).reshape(-1, code.shape[1])
+
+
+def predicting_features(code: torch.Tensor, source: torch.Tensor, image: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """The features of the cells that predict code cell ``cell`` of crop ``image`` (both ``[N]``),
+    ``source`` ``[B, h·w, K²]`` from :func:`scg_core.model.pairs.cell_correspondences` → ``[N, K², J]``."""
+    cells = code.shape[-2] * code.shape[-1]
+    index = image[:, None] * cells + source[image, cell]
+    return code_rows(code).index_select(0, index.reshape(-1)).view(*index.shape, code.shape[1])
+
+
 def cell_features(code: torch.Tensor, cells: torch.Tensor, context: int) -> torch.Tensor:
     """The features at code cells and the ``context × context`` cells around them: ``code``
     ``[B,J,h,w]``, ``cells`` ``[N,3]`` long ``(crop, row, column)`` → ``[N, context², J]``, cells in
     row-major order (:func:`scg_core.model.pairs.neighbour_deltas`)."""
-    B, J, H, W = code.shape
+    _, J, H, W = code.shape
     h = (context - 1) // 2
     offsets = torch.arange(-h, h + 1, device=cells.device)
     dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
     crop, row, column = cells.unbind(1)
     index = (crop[:, None] * H + row[:, None] + dy.reshape(1, -1)) * W + column[:, None] + dx.reshape(1, -1)
-    # rows of a [B·h·w, J] view: index_select's backward adds whole rows, 3–5× faster than a 4-D index's on the CPU
-    rows = code.permute(0, 2, 3, 1).reshape(B * H * W, J)
-    return rows.index_select(0, index.reshape(-1)).view(-1, context * context, J)
+    return code_rows(code).index_select(0, index.reshape(-1)).view(-1, context * context, J)
 
 
 def codebook_reach(args: argparse.Namespace) -> float:
