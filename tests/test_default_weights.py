@@ -1,5 +1,8 @@
 """The bundled default autoencoder (issue: train_modular_ae + bundled default)."""
 
+import re
+import runpy
+
 import numpy as np
 from PIL import Image
 
@@ -43,3 +46,12 @@ def test_the_weights_readme_lists_the_groups_the_file_has():
     listed = {name.strip(): (_modules(modules), label.strip(), float(gain), span(shown))
               for name, modules, label, gain, shown in rows[1:]}
     assert listed == {g.name: (list(g.modules), g.label, g.gain, g.span) for g in scg_core.load_default().groups}
+
+
+def test_modules_weak_on_a_photo_code_white_noise(capsys):
+    """docs/module_census.py, as docs/training_modular_ae.md quotes it: the modules that carry < 1% of a
+    photo's detail energy are not silent; on white noise at least 12 of the 16 carry ≥ 1%."""
+    census = runpy.run_path(str(scg_core.DEFAULT_WEIGHTS.parents[2] / "docs" / "module_census.py"))
+    census["main"](str(scg_core.DEFAULT_WEIGHTS), str(EXAMPLE))
+    photo, noise = map(int, re.search(r"photo (\d+), white noise (\d+)", capsys.readouterr().out).groups())
+    assert noise >= 12 and photo < noise
