@@ -10,7 +10,8 @@ import scg_core
 from scg_core.hosts.cli import main
 from scg_core.tools.characterize import LABELS
 
-EXAMPLE = scg_core.DEFAULT_WEIGHTS.parents[2] / "photos" / "chelsea.jpg"
+ROOT = scg_core.DEFAULT_WEIGHTS.parents[2]
+EXAMPLE = ROOT / "photos" / "chelsea.jpg"
 
 
 def test_default_loads_with_the_released_configuration_and_named_groups():
@@ -51,7 +52,7 @@ def test_the_weights_readme_lists_the_groups_the_file_has():
 def test_modules_weak_on_a_photo_code_white_noise(capsys):
     """docs/module_census.py, as docs/training_modular_ae.md quotes it: the modules that carry < 1% of a
     photo's detail energy are not silent; on white noise at least 12 of the 16 carry ≥ 1%."""
-    census = runpy.run_path(str(scg_core.DEFAULT_WEIGHTS.parents[2] / "docs" / "module_census.py"))
+    census = runpy.run_path(str(ROOT / "docs" / "module_census.py"))
     census["main"](str(scg_core.DEFAULT_WEIGHTS), str(EXAMPLE))
     photo, noise = map(int, re.search(r"photo (\d+), white noise (\d+)", capsys.readouterr().out).groups())
     assert noise >= 12 and photo < noise
