@@ -22,8 +22,8 @@ GROUPS_TOOLTIP = (
     "the official SCG autoencoder: HC0 (colour), HC1 (brightness), HC2, HC3 (edges), HC4, HC5 (higher frequency)."
 )
 GAINS_TOOLTIP = ("Optional per-group factors, e.g. 'colour=0.5, brightness=1.5' (a gained group is kept); "
-                 "each factor > 0 and at most 10. They multiply how the weight file shows a group (faint edge and "
-                 "texture groups are stretched to a visible contrast per image, the others have a fixed display gain).")
+                 "each factor > 0 and at most 10. They multiply how the weight file shows a group (the bundled default "
+                 "stretches every group to a visible contrast per image; other files may give a group a fixed display gain).")
 AE_TOOLTIP = ("From Load Modular AE; the bundled default when not connected (then the groups are checked "
               "before the run).")
 INFO_TOOLTIP = "What was computed (groups → modules, autoencoder, image size); the node also shows it after a run."

@@ -130,8 +130,8 @@ def test_cli_calibrates_display_gains_from_a_photo_folder(tmp_path, capsys):
     assert main(args) == 0
     groups = {g.name: g for g in load(path).groups}
     assert groups["edges_fine"].gain > 1 and all(g.gain >= 1 for g in groups.values())
-    # band-pass groups are stretched per image, the low-pass ones keep a fixed gain
-    assert groups["edges_fine"].span == 0.6 and groups["brightness"].span is None
+    # every group is stretched per image, colour and brightness too
+    assert {g.span for g in groups.values()} == {0.6} and {"colour", "brightness", "edges_fine"} <= set(groups)
     out = capsys.readouterr().out
     assert f"edges_fine: stretched to 60% by at most {groups['edges_fine'].gain:g}" in out and "hint r: 1-px shift" in out
     assert main([str(path), "--write-groups", "--calibrate", str(tmp_path / "report-none")]) == 2

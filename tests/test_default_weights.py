@@ -56,3 +56,26 @@ def test_modules_weak_on_a_photo_code_white_noise(capsys):
     census["main"](str(scg_core.DEFAULT_WEIGHTS), str(EXAMPLE))
     photo, noise = map(int, re.search(r"photo (\d+), white noise (\d+)", capsys.readouterr().out).groups())
     assert noise >= 12 and photo < noise
+
+
+def test_every_group_of_a_photo_is_readable_and_a_grey_photo_keeps_a_grey_colour_hint():
+    """Issue 17's readable hints: on the example photos every group's hint spans ≥ 50% of the grey
+    range (1st–99th percentile) with ≤ 1% of its values clipped — colour and brightness too, which
+    are stretched per image about their hint of mid-grey; so a greyscale photo's colour hint stays grey
+    (stretched about the warm dataset mean it would turn blue)."""
+    import torch
+
+    from scg_core.formats.images import load_image
+    from scg_core.tools.hint_range import hint_range
+
+    ae = scg_core.load_default()
+    photos = [load_image(ROOT / "photos" / name) for name in ("chelsea.jpg", "astronaut.jpg")]
+    for group in ae.groups:
+        shown = hint_range(ae, photos, group)
+        assert min(shown["span"]) >= 0.5 and max(shown["clipped"]) <= 0.01, (group.name, shown["span"], shown["clipped"])
+    assert max(hint_range(ae, photos[:1], ae.find_groups("colour")[0], gain=1.0)["span"]) < 0.5  # faint as decoded
+    grey = photos[0].mean(dim=-3, keepdim=True).expand_as(photos[0]).contiguous()
+    with torch.inference_mode():
+        colour = ae.hint(grey, ["colour"])
+    assert float((colour.amax(dim=-3) - colour.amin(dim=-3)).mean()) < 0.01  # no tint
+    assert float((ae.hint(photos[0], ["colour"]).amax(dim=-3) - ae.hint(photos[0], ["colour"]).amin(dim=-3)).mean()) > 0.1

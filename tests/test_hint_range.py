@@ -255,17 +255,46 @@ def test_stretched_groups_shown_together_keep_their_sum_under_one_percent_clippe
 
 
 def test_per_channel_clipping_says_which_channel_leaves_the_range_and_on_which_side():
-    # the bundled default's brightness hint adds the warm dataset mean: on a black page blue leaves the
-    # range below 0 and nothing above 1; on a white page red and green leave it above 1, blue stays inside
+    # the bundled default's brightness decode adds the warm dataset mean: at factor 1 (not stretched, which
+    # would turn it down until it fits) on a black page blue leaves the range below 0 and nothing above 1;
+    # on a white page red and green leave it above 1, blue stays inside
     import scg_core
 
     ae = scg_core.load_default()
     brightness = ae.find_groups("brightness")[0]
     black, white = torch.zeros(1, 3, 96, 96), torch.ones(1, 3, 96, 96)
-    r = hint_range(ae, [black, white], brightness)
+    assert max(hint_range(ae, [black, white], brightness)["clipped"]) <= 0.01  # as shown: stretched to fit
+    r = hint_range(ae, [black, white], brightness, gain=1.0)
     (below_black, below_white), (above_black, above_white) = r["below"], r["above"]
     assert below_black[2] == 1.0 and below_black[0] == 0.0 and max(above_black) == 0.0
     assert above_white[0] == 1.0 and above_white[2] == 0.0 and max(below_white) == 0.0
     # the pooled share is the mean of the per-channel ones
     for i in range(2):
         assert r["clipped"][i] == pytest.approx((sum(r["below"][i]) + sum(r["above"][i])) / 3)
+
+
+@pytest.mark.parametrize("phase_average", [False, True])
+def test_grey_response_is_the_decode_of_a_uniform_mid_grey_image(phase_average):
+    torch.manual_seed(3)
+    ae = ModularAE(num_modules=4, module_channels=2, phase_average=phase_average)
+    grey = torch.full((1, 3, 72, 72), 0.5)
+    for modules in ([0], [1, 3], [0, 1, 2, 3]):
+        decoded = ae.raw_hint(grey, modules=modules)[..., 24:48, 24:48].mean(dim=(-2, -1), keepdim=True)
+        assert torch.allclose(ae.grey_response(modules), decoded, atol=1e-5)
+    assert not torch.allclose(ae.grey_response([0]), ae.grey_response([1]))
+
+
+def test_a_stretched_group_is_stretched_about_its_grey_response():
+    torch.manual_seed(4)
+    groups = [Group("low", (0, 1), "brightness", gain=3.0, span=0.6), Group("edges", (2, 3), "edges")]
+    ae = ModularAE(num_modules=4, module_channels=2, groups=groups, phase_average=True)
+    x = torch.rand(1, 3, 64, 64) * 0.4 + 0.3
+    plain = ae.raw_hint(x, modules=[0, 1])
+    centre = ae.grey_response([0, 1])
+    factor = float(ae.contrast_factors(ae.groups[0], plain))
+    assert factor != 1.0
+    assert torch.allclose(ae.raw_hint(x, ["low"]), centre + factor * (plain - centre), atol=1e-5)
+    # a uniform mid-grey image shows as its grey response whatever the factor (phase-averaged: the same
+    # everywhere inside)
+    grey = torch.full((1, 3, 96, 96), 0.5)
+    assert torch.allclose(ae.raw_hint(grey, ["low"])[..., 32:64, 32:64], centre.expand(1, 3, 32, 32), atol=1e-5)

@@ -178,8 +178,10 @@ def workflows(defs) -> dict[str, dict]:
             "(its coarse content) guide a detailed re-rendering at full resolution." + CONTROLNET_NOTE,
             "scg_lowres.png", "colour, brightness", "a high resolution photograph, sharp details"),
         "scg_dehazing.json": generation(
-            defs, "Dehazing.\n\nHaze lifts the darks and washes out colour; raise the brightness gain to restore "
-            "contrast (the 'gains' widget, e.g. 'brightness=1.4')." + CONTROLNET_NOTE,
+            defs, "Dehazing.\n\nHaze lifts the darks and washes out colour. The bundled default shows each image's colour "
+            "and brightness at a readable contrast (stretched per image, up to the point where its values would clip), "
+            "which gives back much of what the haze took; the 'gains' widget adds more (e.g. 'brightness=1.2', "
+            "at the cost of some clipping)." + CONTROLNET_NOTE,
             "scg_hazy.png", "colour, brightness", "a clear photograph, vivid colours, high contrast"),
     }
 

@@ -1,12 +1,17 @@
-"""How a faint group's hint becomes a readable image: a contrast factor chosen per image.
+"""How a group's hint becomes a readable image: a contrast factor chosen per image.
 
-A band-pass group (edges, texture) decodes to the mean colour plus small deviations. How small
-depends on the picture far more than on the group: the default's edges of a hazy photo are ~17
-times fainter than those of a sketch of the same cat. One stored gain cannot suit both, so a group with a *display span*
-(:attr:`scg_core.model.groups.Group.span`) is stretched per image: the deviations are scaled so
-that their 1st–99th percentile spans ``span`` of the grey range, by at most the group's stored
-gain (a blank page or a clear sky is not blown up into its noise), and never so far that more than
-1% of the values would leave [0, 1].
+A band-pass group (edges, texture) decodes to the mean colour plus small deviations; a colour group
+to grey plus the picture's colours, as muted or as vivid as the picture is; a brightness group to a
+blurred grey picture that may fill the grey range and overflow it. How faint or strong depends on the
+picture far more than on the group: the default's edges of a hazy photo are ~17 times fainter than
+those of a sketch of the same cat. One stored gain cannot suit both, so a group with a *display span*
+(:attr:`scg_core.model.groups.Group.span`) is stretched per image about its *centre* — its hint of
+a uniform mid-grey image (``ModularAE.grey_response``; the mean colour for a band-pass group, a
+neutral grey for a colour group, so a grey photo keeps a grey colour hint): the deviations from the
+centre are scaled so that their 1st–99th percentile spans ``span`` of the grey range, by at most the
+group's stored gain (a blank page or a clear sky is not blown up into its noise), and never so far
+that more than 1% of the values would leave [0, 1] (which turns a hint that would overflow down:
+the factor may be below 1).
 
 Groups shown together (the label ``edges`` keeps both edge scales) are each stretched so; their
 sum is then turned down, never up, as far as keeps ≤ 1% of its values inside [0, 1]
@@ -28,14 +33,14 @@ TAIL = 0.005  # share of the values allowed beyond each end of [0, 1]: ≤ 1% cl
 MAX_VALUES = 1 << 18  # values per image the quantiles read at most (≥ 1,300 in each 0.5% tail)
 
 
-def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: float, margin: int = 0,
+def contrast_factors(deviation: Tensor, centre: Tensor, span: float, max_gain: float, margin: int = 0,
                      scale: Tensor | None = None) -> Tensor:
-    """Per-image factors ``s`` for a hint ``mean + s·deviation``.
+    """Per-image factors ``s`` for a hint ``centre + s·deviation``.
 
     Args:
-        deviation: ``[B,C,H,W]`` the group's decoded image minus the mean colour, in image units
+        deviation: ``[B,C,H,W]`` the group's decoded image minus its centre, in image units
             (``raw_hint · std``).
-        mean: ``[C]`` (or broadcastable) the mean colour the hint is centred on, in [0,1].
+        centre: ``[C]`` (or broadcastable) the colour the hint is stretched about, in [0,1].
         span: the share of the grey range, in (0, 1), that the 1st–99th percentile of
             ``s·deviation`` (all channels of an image pooled) should span.
         max_gain: the largest factor.
@@ -50,16 +55,16 @@ def contrast_factors(deviation: Tensor, mean: Tensor, span: float, max_gain: flo
     """
     lowest, low, high, highest = _quantiles(deviation, margin, scale)
     stretch = span / (high - low).clamp_min(torch.finfo(torch.float32).tiny)
-    factors = torch.minimum(stretch, _headroom(lowest, highest, mean)).clamp(max=float(max_gain))
+    factors = torch.minimum(stretch, _headroom(lowest, highest, centre)).clamp(max=float(max_gain))
     return factors.to(deviation.dtype)
 
 
-def clip_headroom(deviation: Tensor, mean: Tensor, margin: int = 0, scale: Tensor | None = None) -> Tensor:
+def clip_headroom(deviation: Tensor, centre: Tensor, margin: int = 0, scale: Tensor | None = None) -> Tensor:
     """``[B]`` the largest factors ``s`` (``inf`` where nothing can clip) for which at most 1% of
-    the values of ``mean + s·deviation`` leave [0, 1]; arguments as for :func:`contrast_factors`.
+    the values of ``centre + s·deviation`` leave [0, 1]; arguments as for :func:`contrast_factors`.
     Several stretched groups shown together use it to keep their sum within that limit."""
     lowest, _, _, highest = _quantiles(deviation, margin, scale)
-    return _headroom(lowest, highest, mean).to(deviation.dtype)
+    return _headroom(lowest, highest, centre).to(deviation.dtype)
 
 
 def _quantiles(deviation: Tensor, margin: int, scale: Tensor | None) -> Tensor:
@@ -82,11 +87,11 @@ def _quantiles(deviation: Tensor, margin: int, scale: Tensor | None) -> Tensor:
     return torch.quantile(flat.float(), levels, dim=1).double()
 
 
-def _headroom(lowest: Tensor, highest: Tensor, mean: Tensor) -> Tensor:
-    """The factor up to which only values beyond ``lowest``/``highest`` leave [0, 1] around ``mean``."""
-    mean = mean.detach().double().flatten().to(lowest.device)
+def _headroom(lowest: Tensor, highest: Tensor, centre: Tensor) -> Tensor:
+    """The factor up to which only values beyond ``lowest``/``highest`` leave [0, 1] around ``centre``."""
+    centre = centre.detach().double().flatten().to(lowest.device)
     tiny = torch.finfo(torch.float32).tiny
-    room_above, room_below = 1 - mean.max(), mean.min()  # a side with no room clips whatever the factor
+    room_above, room_below = 1 - centre.max(), centre.min()  # a side with no room clips whatever the factor
     above = room_above / highest.clamp_min(tiny) if room_above > 0 else torch.full_like(highest, torch.inf)
     below = room_below / (-lowest).clamp_min(tiny) if room_below > 0 else torch.full_like(lowest, torch.inf)
     return torch.minimum(above, below)

@@ -85,6 +85,23 @@ class ModularAE(nn.Module):
         """The effective encoder kernel ``[k·l, C, R, R]`` (21×21 for the released model)."""
         return Fn.compose_kernel(self.factor_weights(), self.config)
 
+    def grey_response(self, modules: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+        """``[1,C,1,1]`` in normalised units: what ``modules`` decode a uniform mid-grey image (0.5 in
+        every channel) to, away from the borders (averaged over the code grid's phases, which is
+        what a phase-averaged hint shows everywhere). A stretched group's hint is stretched about it
+        (:mod:`scg_core.model.display`), so that a grey photo keeps a grey colour hint.
+
+        A uniform input ``v`` gives each code channel ``s_j·v`` (``s_j``: its kernel summed over
+        pixels, ``[C]``), and the stride-``S`` decode spreads that over ``S²`` pixels: ``Σ_j s_j s_jᵀ v / S²``.
+        """
+        l = self.config.module_channels
+        rows = [m * l + c for m in modules for c in range(l)]
+        with torch.no_grad():
+            sums = self.composed_kernel()[rows].sum(dim=(-2, -1)).double()  # (n, C)
+        grey = ((0.5 - self.mean.double()) / self.std.double()).flatten()
+        response = sums.T @ (sums @ grey) / self.config.stride ** 2
+        return response.to(dtype or self.mean.dtype).view(1, -1, 1, 1)
+
     def find_groups(self, key: str) -> list[Group]:
         """Groups named ``key`` (or carrying label ``key``); ``ValueError`` listing all if none."""
         return find_groups(self.groups, key)
@@ -228,18 +245,20 @@ class ModularAE(nn.Module):
             out.append(self.decode(part, x.shape[-2:], [kept[p] for p in positions]))
         return out
 
-    def contrast_factors(self, group: Group, raw: Tensor) -> Tensor:
+    def contrast_factors(self, group: Group, raw: Tensor, centre: Tensor | None = None) -> Tensor:
         """``[B]`` per-image factors at which ``hint`` shows ``group`` (one with a display span), from
-        its decode at factor 1, ``raw`` ``[B,C,H,W]`` in normalised units (:mod:`scg_core.model.display`)."""
-        return contrast_factors(raw, self.mean.flatten(), group.span, group.gain, self.config.receptive_field // 2,
-                                scale=self.std.flatten())
+        its decode at factor 1, ``raw`` ``[B,C,H,W]`` in normalised units, stretched about ``centre``
+        (default: :meth:`grey_response` of the group) (:mod:`scg_core.model.display`)."""
+        centre = self.grey_response(group.modules, raw.dtype).to(raw.device) if centre is None else centre
+        return contrast_factors(raw - centre, self.denormalize(centre).flatten(), group.span, group.gain,
+                                self.config.receptive_field // 2, scale=self.std.flatten())
 
     def _combined_raw(self, x: Tensor, kept: list[int], gain: list[float], owners: list[Group | None]) -> Tensor:
         """The raw hint of the ``kept`` modules of ``x`` at factors ``gain`` when some take the
         per-image contrast of their group (``owners``; ``None``: a fixed factor) or the hint is
-        phase-averaged. A stretched group is decoded on its own at factor 1, scaled by its
-        :func:`~scg_core.model.display.contrast_factors`, then by the user's factor (``gain``); the
-        other modules are decoded together at their factors."""
+        phase-averaged. A stretched group is decoded on its own at factor 1 and stretched about its
+        :meth:`grey_response` by its :func:`~scg_core.model.display.contrast_factors` times the user's
+        factor (``gain``); the other modules are decoded together at their factors."""
         groups: dict[Group | None, list[int]] = {}  # owner → positions in ``kept``
         for position, owner in enumerate(owners):
             groups.setdefault(owner, []).append(position)
@@ -247,17 +266,22 @@ class ModularAE(nn.Module):
         raw, shown_parts = None, []
         for group, part in zip(groups, self._decoded_parts(x, kept, parts), strict=True):
             if group is not None:  # every module of a stretched group carries the group's user factor
-                shown_parts.append((part.mul_(self.contrast_factors(group, part).view(-1, 1, 1, 1)), gain[groups[group][0]]))
+                centre = self.grey_response(group.modules, part.dtype).to(part.device)
+                factor = self.contrast_factors(group, part, centre).view(-1, 1, 1, 1)
+                shown_parts.append((centre, part.sub_(centre).mul_(factor), gain[groups[group][0]]))
                 continue
             raw = part
         limit = None
         if len(shown_parts) > 1:  # stretched groups shown together: their sum keeps ≤ 1% clipped
-            total = sum(part for part, _ in shown_parts)
-            limit = clip_headroom(total, self.mean.flatten(), self.config.receptive_field // 2, scale=self.std.flatten())
+            centre = sum(c for c, _, _ in shown_parts)
+            total = sum(part for _, part, _ in shown_parts)
+            limit = clip_headroom(total, self.denormalize(centre).flatten(), self.config.receptive_field // 2,
+                                  scale=self.std.flatten())
             limit = limit.clamp(max=1.0).view(-1, 1, 1, 1)
-        for part, user in shown_parts:
+        for centre, part, user in shown_parts:
             if limit is not None or user != 1.0:
                 part.mul_(user if limit is None else limit * user)
+            part.add_(centre)
             raw = part if raw is None else raw + part
         return raw
 

@@ -27,8 +27,8 @@ For each proposed group the summary also gives how its hint follows the test ima
 (``hint_stability``: Pearson r after a 1-pixel shift and an exact 90° rotation, aligned back) and how
 much of the grey range it uses (``hint_span``, 1st–99th percentile, and ``hint_clipped``, at gain 1).
 ``--calibrate PHOTOS`` sets each group's display settings from a folder of photos
-(:func:`scg_core.tools.hint_range.calibrate_display`: band-pass groups stretched per image, the
-others at a fixed gain) and reports the spans they give the test image.
+(:func:`scg_core.tools.hint_range.calibrate_display`: every group stretched per image about its hint
+of mid-grey, by at most a calibrated factor) and reports the spans they give the test image.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ COLOUR_AXES = {  # unit directions in RGB
 UNIFORM_COLOURS = {"white": (1, 1, 1), "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),
                    "yellow": (1, 1, 0), "cyan": (0, 1, 1), "magenta": (1, 0, 1)}
 COLOUR_MIN, LUMINANCE_MAX, FINE_EDGES, LOWPASS_DC_GAIN = 0.75, 0.25, 0.1, 1 / math.sqrt(2)
-STRETCHED = ("edges_coarse", "edges_fine", "texture")  # band-pass groups: shown stretched per image (scg_core.model.display)
+STRETCHED = ("colour", "brightness", "edges_coarse", "edges_fine", "mixed", "texture")  # shown stretched per image (scg_core.model.display)
 LABELS = {"colour": "colour", "brightness": "brightness", "edges_coarse": "coarse edges",
           "edges_fine": "fine edges", "mixed": "colour + luminance", "texture": "weak, high frequency"}
 

@@ -31,11 +31,14 @@ def _interior(model: ModularAE, image: Tensor) -> Tensor:
     return image[..., m:image.shape[-2] - m, m:image.shape[-1] - m]
 
 
-def _deviation(model: ModularAE, image: Tensor, group: Group) -> Tensor:
-    """The group's decoded image at gain 1 minus the mean colour, in image units: ``[B,C,H,W]``."""
+def _deviation(model: ModularAE, image: Tensor, group: Group, about_grey: bool = False) -> tuple[Tensor, Tensor]:
+    """The group's decoded image at gain 1 as ``(centre [C], deviation [B,C,H,W])`` in image units,
+    ``hint = centre + gain·deviation``: about the mean colour, or with ``about_grey`` about the
+    group's hint of mid-grey (where a stretched group is stretched from, ``ModularAE.grey_response``)."""
     with torch.inference_mode():
         raw = model.raw_hint(image, modules=list(group.modules))
-    return raw * model.std.to(raw.dtype)
+        centre = model.grey_response(group.modules, raw.dtype) if about_grey else torch.zeros_like(model.mean, dtype=raw.dtype)
+    return model.denormalize(centre).flatten(), (raw - centre) * model.std.to(raw.dtype)
 
 
 def _spread(values: Tensor) -> tuple[float, float]:
@@ -61,14 +64,14 @@ def hint_range(model: ModularAE, images: Sequence[Tensor], group: Group, gain: f
         the interior pixels: span and clipped share over all channels; the share of each channel's
         values below 0 and above 1 (``[r, g, b]``: where the clipping happens).
     """
-    mean = model.mean.view(1, -1, 1, 1)
     out = {"span": [], "clipped": [], "below": [], "above": []}
     for image in images:
         image = image if image.ndim == 4 else image[None]
-        deviation = _deviation(model, image, group)
-        factor = (gain if gain is not None else group.gain if group.span is None
-                  else float(contrast_factors(deviation, model.mean, group.span, group.gain, model.config.receptive_field // 2)[0]))
-        values = _interior(model, mean.to(image.dtype) + factor * deviation)
+        stretched = group.span is not None and gain is None  # shown as ``model.hint`` shows it: stretched per image
+        centre, deviation = _deviation(model, image, group, about_grey=stretched)
+        factor = (gain if gain is not None else group.gain if not stretched
+                  else float(contrast_factors(deviation, centre, group.span, group.gain, model.config.receptive_field // 2)[0]))
+        values = _interior(model, centre.view(1, -1, 1, 1) + factor * deviation)
         span, clipped = _spread(values)
         out["span"].append(span)
         out["clipped"].append(clipped)
@@ -97,9 +100,8 @@ def calibrate_gains(model: ModularAE, images: Sequence[Tensor], *, span: float =
 def calibrate_display(model: ModularAE, images: Sequence[Tensor], stretched: Sequence[str], *,
                       span: float = 0.6) -> tuple[Group, ...]:
     """The model's groups with display settings calibrated on ``images``: the groups named in
-    ``stretched`` (band-pass: edges, texture) stretched per image to ``span`` up to
-    :func:`calibrate_contrast`'s factor; the others (colour, brightness: their level is the
-    content) at a fixed :func:`calibrate_gains` gain."""
+    ``stretched`` stretched per image to ``span`` up to :func:`calibrate_contrast`'s factor (what
+    ``characterize --calibrate`` does to every group); the others at a fixed :func:`calibrate_gains` gain."""
     stretched = [g.name for g in model.groups if g.name in set(stretched)]
     fixed = {name: gain for name, gain in calibrate_gains(model, images, span=span).items() if name not in stretched}
     return with_gains(model.groups, {**fixed, **calibrate_contrast(model, images, stretched, span=span)},
@@ -122,15 +124,17 @@ def calibrate_contrast(model: ModularAE, images: Sequence[Tensor], names: Sequen
         group = next((g for g in model.groups if g.name == name), None)
         if group is None:
             raise ValueError(f"no group named {name!r}; the groups are {', '.join(g.name for g in model.groups)}")
-        needed = [float(contrast_factors(_deviation(model, im if im.ndim == 4 else im[None], group), model.mean, span,
-                                         float("inf"), model.config.receptive_field // 2)[0]) for im in images]
+        needed = []
+        for image in images:
+            centre, deviation = _deviation(model, image if image.ndim == 4 else image[None], group, about_grey=True)
+            needed.append(float(contrast_factors(deviation, centre, span, float("inf"), model.config.receptive_field // 2)[0]))
         out[name] = float(f"{headroom * float(torch.tensor(needed).median()):.2g}")
     return out
 
 
 def _image_gain(model: ModularAE, image: Tensor, group: Group, span: float, clip: float) -> float:
-    deviation = _interior(model, _deviation(model, image, group))
-    centre = model.mean.view(1, -1, 1, 1).to(deviation.dtype)
+    centre, deviation = _deviation(model, image, group)
+    deviation, centre = _interior(model, deviation), centre.view(1, -1, 1, 1)
     measure = lambda g: _spread(centre + g * deviation)  # noqa: E731
     lo, hi = 1.0, 1.0
     while hi < 256 and (m := measure(hi))[0] < span and m[1] <= clip:

@@ -73,7 +73,8 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
 
     Each module is encoded and decoded alone at full resolution, added to its group's sum, measured
     and shrunk to its tile before the next; a group's hint is ``clamp(gain·sum·std + mean, 0, 1)``
-    (``gain``: the group's display gain, or with a display span the image's contrast factor), which
+    (``gain``: the group's display gain), or with a display span the sum stretched about the group's
+    ``grey_response`` by the image's contrast factor, which
     equals ``model.hint(image, groups=[group])`` because the maps are linear.
     ``progress(done, total)`` is called after each module.
     """
@@ -107,8 +108,9 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
                 if progress:
                     progress(done, total)
             if group is not None:
-                shown_gain[group.name] = display_factor(model, group, total_raw)
-                shown = model.denormalize(total_raw.mul_(shown_gain[group.name])).clamp_(0, 1)
+                shown_gain[group.name] = factor = display_factor(model, group, total_raw)
+                centre = model.grey_response(group.modules, total_raw.dtype) if group.span is not None else 0.0
+                shown = model.denormalize(total_raw.sub_(centre).mul_(factor).add_(centre)).clamp_(0, 1)
                 tiles.append((group.title, tensor_to_pil(shrink(shown, size).clamp_(0, 1))))
             del total_raw
     membership = {m: g.name for g in model.groups for m in g.modules}
