@@ -97,6 +97,29 @@ def test_a_batch_is_refused(released_ae):
         decomposition_sheet(released_ae, photo().expand(2, -1, -1, -1))
 
 
+def test_group_tiles_of_a_phase_averaged_model_are_its_hints(released_ae):
+    # the bundled default averages its hints over the code grid's positions: the sheet's group tiles
+    # must show those (what a ControlNet is given), not one grid's aliased decode
+    from scg_core.model.groups import with_gains
+
+    x = photo()
+    averaged = ModularAE(released_ae.config, groups=with_gains(released_ae.groups, {"HC0": 3.0, "HC3": 30.0},
+                                                               spans={"HC0": 0.6, "HC3": 0.6}), phase_average=True)
+    averaged.load_state_dict(released_ae.state_dict())
+    tiles = dict(decomposition_tiles(averaged, x, tile=96))
+    with torch.no_grad():
+        for g in averaged.groups:
+            assert np.abs(pixels(tiles[g.title]) - pixels(tensor_to_pil(averaged.hint(x, [g.name])))).max() <= 1, g.title
+    one_grid = dict(decomposition_tiles(released_ae, x, tile=96))
+    title = next(g.title for g in averaged.groups if g.name == "HC5")
+    assert np.abs(pixels(tiles[title]) - pixels(one_grid[title])).max() > 10  # averaging did change it
+    # module tiles and shares stay one grid's, as characterize measures them
+    shares = lambda tiles: [k.rsplit(" · x", 1)[0] for k in tiles if k.startswith("module ")]  # noqa: E731
+    assert shares(tiles) == shares(one_grid)
+    for label in (k for k in tiles if k.startswith("module ")):
+        assert np.array_equal(pixels(tiles[label]), pixels(one_grid[next(k for k in one_grid if k.startswith(label.rsplit(" · x", 1)[0]))]))
+
+
 def test_group_tiles_and_stretch_factors_follow_the_display_gains(released_ae):
     from scg_core.model.groups import with_gains
 

@@ -75,7 +75,9 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
     and shrunk to its tile before the next; a group's hint is ``clamp(gain·sum·std + mean, 0, 1)``
     (``gain``: the group's display gain), or with a display span the sum stretched about the group's
     ``grey_response`` by the image's contrast factor, which
-    equals ``model.hint(image, groups=[group])`` because the maps are linear.
+    equals ``model.hint(image, groups=[group])`` because the maps are linear (for a phase-averaged
+    model the group's sum is decoded again, averaged over the code grid's positions, as ``hint`` does;
+    the module tiles and energy shares stay one grid's, as ``characterize`` measures them).
     ``progress(done, total)`` is called after each module.
     """
     check_image(image, model.config.in_channels, model.config.receptive_field)
@@ -108,6 +110,8 @@ def decomposition_tiles(model: ModularAE, image: Tensor, tile: int = 256,
                 if progress:
                     progress(done, total)
             if group is not None:
+                if model.phase_average:  # the hint averages the decodes over the code grid's positions
+                    total_raw = model.raw_hint(image, modules=sorted(members))
                 shown_gain[group.name] = factor = display_factor(model, group, total_raw)
                 centre = model.grey_response(group.modules, total_raw.dtype) if group.span is not None else 0.0
                 shown = model.denormalize(total_raw.sub_(centre).mul_(factor).add_(centre)).clamp_(0, 1)
