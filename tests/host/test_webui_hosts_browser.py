@@ -162,8 +162,11 @@ def test_upload_generate_in_the_tab_and_send_to_txt2img_with_the_section_collaps
     page.set_number("scg_height", 64)
     page.set_number("scg_steps", 2)
     page.js("document.querySelector('#scg_generate').click()")
-    page.wait(lambda: "Generated 1 image" in page.js("return document.querySelector('#scg_info').innerText"), 300,
-              "the tab's Generate did not finish")
+    info = lambda: page.js("return document.querySelector('#scg_info').innerText")  # noqa: E731
+    try:
+        page.wait(lambda: "Generated 1 image" in info(), 300, "the tab's Generate did not finish")
+    except AssertionError as e:
+        raise AssertionError(f"the tab says: {info()!r}\n{e}") from None
     assert page.js("return document.querySelectorAll('#scg_gallery img').length") >= 2  # the hint, then the image
 
     page.switch("txt2img")  # the ControlNet section starts collapsed
