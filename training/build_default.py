@@ -1,6 +1,6 @@
 """Build the bundled default autoencoder and the evidence that it specialises.
 
-    pip install -e ".[train]" && python -m training.build_default
+    pip install -e ".[train]" && python -m training.build_default [--jobs 2]
 
 1. gathers the photographs that scikit-image and scikit-learn ship (``training.gather_photos``);
 2. for each seed trains the released configuration with the constraint (preset ``default_ae``:
@@ -14,15 +14,21 @@
    (:attr:`scg_core.ModularAE.phase_average`), as ``scg_core/weights/default.safetensors``.
 
 Every training runs on one CPU thread, which makes it bit-for-bit repeatable (with several threads
-the order of float reductions varies between runs). ``--reuse`` characterises models already in
-``--work`` (for example trained side by side, one thread each, with the same arguments).
+the order of float reductions varies between runs). ``--jobs N`` trains N runs side by side, each
+in its own process (two on a 2-core machine; on a GPU, ``-- --device cuda``); ``--reuse`` characterises
+models already in ``--work`` (for example those that finished before an interrupted or failed run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from scg_core import DEFAULT_WEIGHTS, load, save
@@ -60,11 +66,72 @@ def criteria(c: dict, ablated: dict) -> dict[str, bool]:
     }
 
 
-def train(data: Path, out: Path, seed: int, ablate: bool, extra: list[str]) -> None:
+def train_argv(data: Path, out: Path, seed: int, ablate: bool, extra: list[str]) -> list[str]:
+    """The ``train_modular_ae`` arguments of one run of the study."""
     argv = ["--preset", "default_ae", "--data", str(data), "--output", str(out), "--seed", str(seed), *extra]
-    if ablate:
-        argv += ["--ablate", "equ,sym"]
-    train_modular_ae.main(train_modular_ae.parse_args(argv))
+    return argv + ["--ablate", "equ,sym"] if ablate else argv
+
+
+def train(data: Path, out: Path, seed: int, ablate: bool, extra: list[str]) -> None:
+    train_modular_ae.main(train_modular_ae.parse_args(train_argv(data, out, seed, ablate, extra)))
+
+
+PROGRESS_EVERY = 60.0  # seconds between the progress lines of runs trained side by side
+
+
+def progress(log: Path) -> str | None:
+    """The last ``step/steps`` that the trainer's progress bar wrote to ``log`` (None: none yet)."""
+    with log.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        tail = f.read().decode(errors="replace")
+    steps = re.findall(r"train_modular_ae:[^\r\n]*?\| *(\d+/\d+) \[", tail)
+    return steps[-1] if steps else None
+
+
+def train_side_by_side(runs: dict[Path, list[str]], jobs: int) -> None:
+    """Train ``runs`` (output file → ``train_modular_ae`` arguments), each in its own process, at most
+    ``jobs`` at a time; a run's output goes to its output file with the suffix ``.log``, and every
+    minute a line shows each running run's step.
+
+    A run that fails does not stop the others (their files are kept, and ``--reuse`` picks them up);
+    afterwards ``SystemExit`` names every failed run, its exit status, log and last lines."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               TQDM_MININTERVAL="5")  # a progress bar in a file: a line every few seconds, not ten a second
+    waiting, running, failed = list(runs.items()), {}, []
+    shown = time.monotonic()
+    try:
+        while waiting or running:
+            if time.monotonic() - shown >= PROGRESS_EVERY and running:
+                print("progress: " + " · ".join(f"{out.stem} {progress(out.with_suffix('.log')) or 'starting'}"
+                                                for out in running), flush=True)
+                shown = time.monotonic()
+            while waiting and len(running) < jobs:
+                out, argv = waiting.pop(0)
+                log = out.with_suffix(".log").open("w")
+                command = [sys.executable, "-m", "training.train_modular_ae", *argv]
+                running[out] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.monotonic())
+                print(f"training {out.name} (log: {out.with_suffix('.log').name})", flush=True)
+            time.sleep(0.2)
+            for out, (process, log, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[out]
+                print(f"{out.name}: {'done' if process.returncode == 0 else f'FAILED (exit {process.returncode})'} "
+                      f"after {time.monotonic() - start:.0f} s", flush=True)
+                if process.returncode != 0:
+                    failed.append((out, process.returncode))
+    finally:  # interrupted: stop the runs still going (each keeps its checkpoints for --resume)
+        for process, log, _ in running.values():
+            process.terminate()
+            process.wait()
+            log.close()
+    if failed:
+        lines = []
+        for out, code in failed:
+            tail = out.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-5:]
+            lines += [f"{out.name} failed with exit status {code}; log {out.with_suffix('.log')}:", *("    " + t for t in tail)]
+        raise SystemExit("\n".join(lines + ["the runs that finished are kept: fix the cause and run again with --reuse"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,8 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mate-backgrounds", type=Path, nargs="?", const=gather_photos.MATE_NATURE, metavar="DIR",
                    help="also train on Debian's mate-backgrounds nature photos (see training.gather_photos)")
     p.add_argument("--reuse", action="store_true", help="characterise the models already in --work instead of training them again")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at a time, each in its own process with one CPU thread (or on the "
+                        "--device given after --); 1: one after another in this process")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra train_modular_ae arguments")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: give 1 or more runs at a time")
     extra = [a for a in args.train_args if a != "--"]
 
     photos = gather_photos.gather(args.work / "photos", args.mate_backgrounds)
@@ -86,14 +158,24 @@ def main(argv: list[str] | None = None) -> None:
     image = load_image(heldout)
     training_photos = [load_image(path) for path in photos if path.parent.name == "train"]
     study = {"heldout": heldout.name, "seeds": {}, "train_args": extra}
+    variants = (("constrained", False), ("ablated", True))
+    runs = {}
     for seed in args.seeds:
-        row = {}
-        for variant, ablate in (("constrained", False), ("ablated", True)):
+        for variant, ablate in variants:
             out = args.work / f"seed{seed}_{variant}.safetensors"
             if not (args.reuse and out.is_file()):
                 # One thread: multi-threaded float reductions differ in order between runs, and over
                 # thousands of steps those ~1e-5 differences grow enough to move borderline modules.
-                train(args.work / "photos" / "train", out, seed, ablate, extra + ["--threads", "1"])
+                runs[out] = train_argv(args.work / "photos" / "train", out, seed, ablate, extra + ["--threads", "1"])
+    if args.jobs > 1:
+        train_side_by_side(runs, args.jobs)
+    else:
+        for argv in runs.values():
+            train_modular_ae.main(train_modular_ae.parse_args(argv))
+    for seed in args.seeds:
+        row = {}
+        for variant, _ in variants:
+            out = args.work / f"seed{seed}_{variant}.safetensors"
             model = load(out)
             model.phase_average = True  # the default's hints move with the image pixel by pixel (docs/training_modular_ae.md)
             seconds = model.provenance["final_losses"]["seconds"]

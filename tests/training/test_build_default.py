@@ -1,4 +1,5 @@
 import pytest
+import torch
 from PIL import Image
 
 from training.build_default import criteria, render
@@ -100,3 +101,58 @@ def test_build_trains_the_default_ae_preset_and_quick_ae_after_the_separator(mon
     assert (default.steps, default.max_shift, default.codebook_grid, default.weight_decay) == (40000, 8.0, [17, 17, 8], 0.0045)
     assert (quick.steps, quick.max_shift, quick.codebook_grid, quick.weight_decay) == (5400, 2.0, [5, 5, 8], 0.0333)
     assert quick.ablate and quick.seed == 1 and quick.threads == 1 and not default.ablate
+
+
+def test_runs_trained_side_by_side_equal_those_trained_in_this_process(tmp_path):
+    """``--jobs N``: each run in its own process gives the very weights the in-process run gives (one
+    thread each), and the output lands in a log beside the weights."""
+    import scg_core
+    from training import train_modular_ae
+    from training.build_default import progress, train_argv, train_side_by_side
+
+    from .photos import write_photos
+    from .test_train_modular_ae import TINY
+
+    photos = write_photos(tmp_path / "photos")
+    extra = ["--preset", "quick_ae", "--steps", "6", "--lr", "0.01", *TINY]
+    runs = {tmp_path / f"s{seed}_{ablate}.safetensors": train_argv(photos, tmp_path / f"s{seed}_{ablate}.safetensors", seed, ablate, extra)
+            for seed, ablate in ((0, False), (1, True), (2, False))}
+    train_side_by_side(runs, jobs=2)
+    here = tmp_path / "here.safetensors"
+    train_modular_ae.main(train_modular_ae.parse_args(train_argv(photos, here, 1, True, extra)))
+    apart = scg_core.load(tmp_path / "s1_True.safetensors").state_dict()
+    assert all(torch.equal(apart[k], v) for k, v in scg_core.load(here).state_dict().items())
+    other = scg_core.load(tmp_path / "s0_False.safetensors").state_dict()
+    assert any(not torch.equal(other[k], v) for k, v in apart.items())  # the seeds and variants reached the runs
+    # the progress shown while runs go on is read from the real trainer's log: the bar's last step
+    log = tmp_path / "s0_False.log"
+    text = log.read_text()
+    assert progress(log) == "6/6" and "decoding images" in text
+    assert text.count("train_modular_ae:") <= 3  # the bar in a file is drawn every few seconds, not every step
+    log.write_text(text[:text.index("| 0/6 [") + 8])
+    assert progress(log) == "0/6"
+    log.write_text(text[:text.index("train_modular_ae:")])  # images decoded, no step yet
+    assert progress(log) is None
+
+
+def test_a_failed_run_is_named_with_its_log_and_the_others_are_kept(tmp_path):
+    from training.build_default import train_argv, train_side_by_side
+
+    from .photos import write_photos
+    from .test_train_modular_ae import TINY
+
+    photos = write_photos(tmp_path / "photos")
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    extra = ["--preset", "quick_ae", "--steps", "3", *TINY]
+    runs = {bad: train_argv(tmp_path / "no_such_folder", bad, 0, False, extra), good: train_argv(photos, good, 0, False, extra)}
+    with pytest.raises(SystemExit) as failure:
+        train_side_by_side(runs, jobs=2)
+    message = str(failure.value)
+    assert "bad.safetensors failed with exit status" in message and str(tmp_path / "bad.log") in message
+    assert "no_such_folder" in message and "--reuse" in message and "good.safetensors" not in message.split("\n")[0]
+    assert good.is_file() and not bad.exists()
+    from training.build_default import main
+
+    with pytest.raises(SystemExit):
+        main(["--jobs", "0", "--work", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists()  # refused before anything is gathered or trained
