@@ -122,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            help="with --warp crops: weight of the warped crops' reconstruction from their predicted "
                                 "features (every valid code cell predicted through the codebook, decoded, compared "
                                 "where only valid cells reach; the official code's lambda_recon_trans_pred); 0: off")
+    objective.add_argument("--module-dropout", type=float, default=0.0, metavar="Q",
+                           help="drop each module from a crop's reconstruction with probability Q (the others scaled "
+                                "by 1/(1−Q)), so that a feature coded by one module costs more than one shared by "
+                                "several; L_equ still sees every module; 0: off")
     objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -158,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--pair-source crops draws the pairs from the crops held in memory: drop --no-cache (or use images)")
     if args.pair_source is None:
         args.pair_source = "images" if args.no_cache else "crops"
+    if not 0 <= args.module_dropout < 1:
+        p.error(f"--module-dropout is a probability in [0, 1); got {args.module_dropout}")
     if args.context < 1 or args.context % 2 == 0:
         p.error(f"--context must be an odd number of code cells ≥ 1; got {args.context}")
     if args.checkpoint_dir is None:
@@ -190,7 +196,8 @@ class Objective(nn.Module):
         weights = ae.factor_weights()
         crops = ae.normalize(batch["crops"])
         code = Fn.encode_factorised(crops, weights, cfg)
-        recon = Fn.decode_factorised(code, weights, cfg, crops.shape[-2:])
+        kept = code if "module_keep" not in batch else code * batch["module_keep"].repeat_interleave(cfg.module_channels, 1)[..., None, None]
+        recon = Fn.decode_factorised(kept, weights, cfg, crops.shape[-2:])
         losses = {"recon": reconstruction_loss(recon, crops, border=a.border)}
         total = losses["recon"]
         whole = a.warp == "crops"
@@ -338,7 +345,8 @@ def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, acce
     elif args.pair_source == "crops":
         options.update(pairs_in_crops=True, stride=args.stride)
     if args.no_cache:
-        return loop.batches(PairBatches(folder, **options), start, args.steps, args.workers)
+        return with_module_keep(loop.batches(PairBatches(folder, **options), start, args.steps, args.workers), args,
+                                accelerator.process_index, start)
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else None
     if free is not None and folder.decoded_bytes > 0.8 * free:
         raise SystemExit(f"error: the {len(folder)} images take {folder.decoded_bytes / 2**30:.1f} GiB decoded, more than "
@@ -346,7 +354,21 @@ def step_batches(args: argparse.Namespace, folder: ImageFolder, patch: int, acce
                          "decode them per step instead")
     bank = ImageBank(folder.decode_all(progress=accelerator.is_main_process), accelerator.device)
     sampler = StepSampler(bank, **options)
-    return map(sampler, range(start, args.steps))
+    return with_module_keep(map(sampler, range(start, args.steps)), args, accelerator.process_index, start)
+
+
+def with_module_keep(batches: Iterator[dict], args: argparse.Namespace, rank: int, start: int) -> Iterator[dict]:
+    """``batches`` with ``module_keep`` ``[B,k]`` (0, or 1/(1−Q) for a kept module) under ``--module-dropout Q``,
+    drawn from a stream of its own seeded by step, so a resumed run draws the same and runs without it are
+    unchanged."""
+    if not args.module_dropout:
+        yield from batches
+        return
+    q = args.module_dropout
+    for step, batch in enumerate(batches, start):
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + rank * 7_919 + step + 0x5EED)
+        keep = (torch.rand(args.batch, args.num_modules, generator=g) >= q).float() / (1 - q)
+        yield dict(batch, module_keep=keep)
 
 
 def export(objective: Objective, args: argparse.Namespace, path: Path, step: int, metrics: dict) -> None:

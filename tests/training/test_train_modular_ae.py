@@ -305,3 +305,54 @@ def test_pairs_in_crops_read_the_features_their_patches_give(photos, context):
         expected = Fn.context_features(kernel, patches, ae.mean, ae.std, S)
     assert f.shape == (3, context ** 2, cfg.num_modules * cfg.module_channels)
     torch.testing.assert_close(f, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_module_dropout_reconstructs_each_crop_from_its_kept_modules(photos):
+    args = parse_args(["--data", str(photos), "--module-dropout", "0.5", "--ablate", "equ,sym", *TINY])
+    objective = Objective(args)
+    crops = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([[2.0, 0, 2, 2], [0, 0, 0, 0], [2, 2, 2, 2]])
+    loss = objective({"crops": crops, "module_keep": keep})["recon"]
+    with torch.no_grad():
+        parts = objective.ae.module_reconstructions(crops)  # [B,k,3,H,W], the model's own per-module decode
+        target = objective.ae.normalize(crops)
+        expected = (keep[:, :, None, None, None] * parts).sum(1)
+    border = args.border
+    inner = (slice(None), slice(None), slice(border, -border), slice(border, -border))
+    assert loss.item() == pytest.approx((expected - target)[inner].pow(2).mean().item(), rel=1e-4)
+    full = objective({"crops": crops})["recon"]  # without a mask every module counts, unscaled
+    assert full.item() == pytest.approx((parts.sum(1) - target)[inner].pow(2).mean().item(), rel=1e-4)
+    assert loss.item() > full.item()
+
+
+def test_module_dropout_masks_are_drawn_per_step_and_resume_with_the_run(photos):
+    from training.train_modular_ae import with_module_keep
+
+    args = parse_args(["--data", str(photos), "--module-dropout", "0.25", "--num-modules", "16", "--batch", "64"])
+    batches = [{"step": torch.tensor(s)} for s in range(6)]
+    full = list(with_module_keep(iter(batches), args, 0, 0))
+    resumed = list(with_module_keep(iter(batches[4:]), args, 0, 4))
+    assert all(torch.equal(a["module_keep"], b["module_keep"]) for a, b in zip(full[4:], resumed, strict=True))
+    masks = torch.stack([b["module_keep"] for b in full])  # [steps, B, k]
+    assert masks.shape == (6, 64, 16) and torch.equal(masks.unique(), torch.tensor([0.0, 4 / 3]))
+    assert (masks == 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert not torch.equal(masks[0], masks[1])  # a new draw every step
+    other_rank = next(with_module_keep(iter(batches), args, 1, 0))["module_keep"]
+    assert not torch.equal(other_rank, masks[0])
+    off = parse_args(["--data", str(photos)])
+    assert list(with_module_keep(iter(batches), off, 0, 0)) == batches  # off: the batches untouched
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(photos), "--module-dropout", "1"])
+
+
+def test_module_dropout_trains_and_resumes_to_the_same_weights(photos, tmp_path):
+    steps = ["--steps", "12", "--seed", "2", "--module-dropout", "0.3", *TINY]
+    full = tmp_path / "full.safetensors"
+    main(parse_args(["--data", str(photos), "--output", str(full), "--checkpoint-every", "6", *steps]))
+    resumed = tmp_path / "resumed.safetensors"  # from step 6 of the first run: the masks of steps 6-11 drawn again
+    main(parse_args(["--data", str(photos), "--output", str(resumed), *steps,
+                     "--resume", str(tmp_path / "full_checkpoints" / "step-0000006")]))
+    assert all(torch.equal(x, y) for x, y in zip(params(full).values(), params(resumed).values()))
+    plain = tmp_path / "plain.safetensors"
+    main(parse_args(["--data", str(photos), "--output", str(plain), "--steps", "12", "--seed", "2", *TINY]))
+    assert not all(torch.equal(x, y) for x, y in zip(params(full).values(), params(plain).values()))
