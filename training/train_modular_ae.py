@@ -22,6 +22,7 @@ Objective: ``L_recon + λ1·L_equ + λ2·L_sym`` (docs/scg_notes.md §3). Recons
 equivariance on patch pairs compared at their centres (see ``scg_core.model.pairs``), or with
 ``--warp crops`` on the crops warped whole and compared at every code cell (then
 ``--lambda-recon-pred`` adds the warped crops' reconstruction from their predicted code).
+``--module-dropout Q`` reconstructs each crop from a random subset of the modules (not in the paper).
 """
 
 from __future__ import annotations
