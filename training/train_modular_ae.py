@@ -126,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     objective.add_argument("--module-dropout", type=float, default=0.0, metavar="Q",
                            help="drop each module from a crop's reconstruction with probability Q (the others scaled "
                                 "by 1/(1−Q)), so that a feature coded by one module costs more than one shared by "
-                                "several; L_equ still sees every module; 0: off")
+                                "several; L_equ still sees every module, and the progress bar's recon and psnr_crop are "
+                                "those of the reduced reconstruction; 0: off")
     objective.add_argument("--ablate", default="", help="comma list of terms to switch off: equ, sym")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
